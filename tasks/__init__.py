@@ -1,0 +1,1 @@
+"""SeqIO task and mixture registrations (import this package to register them)."""

@@ -1,0 +1,1 @@
+"""xtr_jax.checkpoints."""
