@@ -1,0 +1,102 @@
+"""``xtr-jax convert``: HF / XTR / T5X checkpoints -> our orbax checkpoint, and back to HF.
+
+xtr-jax convert --from hf --input HF_DIR --output CKPT_DIR
+xtr-jax convert --from xtr_hf --input XTR_DIR --output CKPT_DIR
+xtr-jax convert --from t5x --input T5X_DIR --output CKPT_DIR [--gin_file models/mt5_small.gin]
+xtr-jax convert --to hf --input CKPT_DIR --output HF_DIR [--max_shard_size 2GB]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+import numpy as np
+
+import gin
+from xtr_jax import gin_utils
+from xtr_jax.checkpoints import hf, orbax_io, t5x
+from xtr_jax.models.config import T5Config
+
+
+def _parse_size(text: str) -> int:
+  m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?B?)\s*", text.upper())
+  if not m:
+    raise argparse.ArgumentTypeError(f"--max_shard_size={text!r}; expected e.g. 500MB or 2GB")
+  scale = {"": 1, "B": 1, "K": 1e3, "KB": 1e3, "M": 1e6, "MB": 1e6, "G": 1e9, "GB": 1e9}
+  return int(float(m.group(1)) * scale[m.group(2)])
+
+
+def _parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="xtr-jax convert", description=__doc__.split("\n")[0])
+  src = p.add_mutually_exclusive_group(required=True)
+  src.add_argument("--from", dest="source", choices=("hf", "t5x", "xtr_hf"))
+  src.add_argument("--to", dest="target", choices=("hf",))
+  p.add_argument("--input", required=True, help="Checkpoint folder to read.")
+  p.add_argument("--output", required=True, help="Folder to write.")
+  p.add_argument(
+    "--max_shard_size", type=_parse_size, default=None, help="--to hf: shard above this size."
+  )
+  p.add_argument(
+    "--pooling",
+    choices=("token", "mean"),
+    default=None,
+    help="Pooling recorded for retrieval models (t5x dual encoders default to mean).",
+  )
+  gin_utils.add_gin_arguments(p)
+  return p
+
+
+def _param_count(params) -> int:
+  return sum(int(np.prod(v.shape)) for v in orbax_io.flatten_params(params).values())
+
+
+def _gin_config(args) -> T5Config | None:
+  """T5Config from --gin_file/--gin_bindings (t5x checkpoints carry no config), else None."""
+  if not (args.gin_file or args.gin_bindings):
+    return None
+  gin_utils.parse_gin(args.gin_file, args.gin_bindings, args.gin_search_paths, finalize=False)
+  return T5Config()
+
+
+def run(args) -> None:
+  if args.target == "hf":
+    ckpt = orbax_io.load_checkpoint(args.input)
+    hf.save_hf(
+      args.output, ckpt.params, ckpt.config, ckpt.model_kind, ckpt.extra, args.max_shard_size
+    )
+    print(
+      f"exported {ckpt.model_kind} checkpoint {args.input} ({_param_count(ckpt.params):,} params, "
+      f"fingerprint {ckpt.fingerprint}) to Hugging Face layout in {args.output}"
+    )
+    return
+  if args.source == "hf":
+    params, config, kind, extra = hf.load_hf(args.input)
+  elif args.source == "xtr_hf":
+    params, config, kind, extra = hf.load_xtr_hf(args.input)
+  else:
+    params, config, kind, extra = t5x.load_t5x(args.input, _gin_config(args))
+  if args.pooling and kind == "retrieval":
+    extra["pooling"] = args.pooling
+  fingerprint = orbax_io.save_checkpoint(args.output, params, config, model_kind=kind, extra=extra)
+  print(
+    f"converted {args.source} checkpoint {args.input} -> {args.output}\n"
+    f"  model_kind={kind} params={_param_count(params):,} fingerprint={fingerprint}\n"
+    f"  config={config.to_dict()}"
+  )
+
+
+def main(argv: list[str] | None = None) -> int:
+  rest, dot_bindings = gin_utils.split_gin_dot_flags(list(argv or []))
+  args = _parser().parse_args(rest)
+  args.gin_bindings = [*args.gin_bindings, *dot_bindings]
+  try:
+    run(args)
+  except (FileNotFoundError, ValueError) as e:
+    print(f"xtr-jax convert: error: {e}", file=sys.stderr)
+    return 1
+  finally:
+    if args.gin_file or args.gin_bindings:
+      gin.clear_config()  # leave no bindings behind for in-process callers (tests)
+  return 0
