@@ -1,0 +1,181 @@
+"""tf.data sources built on the streaming readers: pairs, queries and passages as string features.
+
+Each function matches seqio's ``FunctionDataSource`` signature ``(split, shuffle_files, seed)``
+(bind the other arguments with ``functools.partial``); file locations are resolved when called.
+Every example keeps its ids (``query_id``, ``passage_id``) so encoding tasks can write runs.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+
+import tensorflow as tf
+
+from xtr_jax.data import languages, locations, readers
+
+_STR = tf.TensorSpec([], tf.string)
+PAIR_SIGNATURE = {
+  "query_id": _STR,
+  "query": _STR,
+  "passage_id": _STR,
+  "passage": _STR,
+  "lang": _STR,
+}
+XOR_PAIR_SIGNATURE = {**PAIR_SIGNATURE, "negatives": tf.TensorSpec([None], tf.string)}
+QUERY_SIGNATURE = {"query_id": _STR, "query": _STR, "lang": _STR}
+PASSAGE_SIGNATURE = {"passage_id": _STR, "passage": _STR}
+
+XOR_GOLD_SOURCE_PREFIX = "xor_tydi"
+
+
+def _check_split(split: str, valid: tuple[str, ...], what: str) -> None:
+  if split not in valid:
+    raise ValueError(f"{what} has no split {split!r}; valid splits: {', '.join(valid)}")
+
+
+def _dataset(gen: Callable[[], Iterator[dict]], signature) -> tf.data.Dataset:
+  return tf.data.Dataset.from_generator(gen, output_signature=signature)
+
+
+def swim_ir_examples(setting: str, code: str) -> Iterator[dict]:
+  """SWIM-IR pairs of one (setting, language) as feature dicts."""
+  languages.check_setting(setting)
+  path = locations.swim_ir_file(setting, code)
+  for r in readers.read_swim_ir(path):
+    yield {
+      "query_id": r.id,
+      "query": r.query,
+      "passage_id": r.id,
+      "passage": readers.passage_text(r.title, r.text),
+      "lang": r.code,
+    }
+
+
+def swim_ir_pairs(
+  split: str, shuffle_files: bool = False, seed: int | None = None, *, setting: str, code: str
+) -> tf.data.Dataset:
+  del shuffle_files, seed  # one file per language; examples are shuffled by the task
+  _check_split(split, ("train",), f"SWIM-IR {setting}/{code}")
+  return _dataset(lambda: swim_ir_examples(setting, code), PAIR_SIGNATURE)
+
+
+def xor_train_examples(lang: str) -> Iterator[dict]:
+  """XOR-TyDi train pairs: DPR positives (``xor_train_full.json``) when present, else the gold
+  paragraph pairs in the SWIM-IR layout (records whose ``source`` starts with ``xor_tydi``)."""
+  dpr = locations.find_xor_file("dpr_train", required=False)
+  if dpr is not None:
+    for i, ex in enumerate(readers.read_dpr(dpr)):
+      if ex.lang != lang or not ex.positives:
+        continue
+      pos = ex.positives[0]
+      yield {
+        "query_id": f"{lang}-train-{i}",
+        "query": ex.question,
+        "passage_id": pos.id,
+        "passage": readers.passage_text(pos.title, pos.text),
+        "lang": lang,
+        "negatives": [readers.passage_text(n.title, n.text) for n in ex.hard_negatives],
+      }
+    return
+  try:
+    path = locations.swim_ir_file("cross_lingual", lang)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(
+      f"no XOR-TyDi train pairs for {lang!r}: no DPR file "
+      f"({', '.join(locations.XOR_FILES['dpr_train'])}) and {e}"
+    ) from None
+  n = 0
+  for r in readers.read_swim_ir(path):
+    if str(r.extra.get("source", "")).startswith(XOR_GOLD_SOURCE_PREFIX):
+      n += 1
+      yield {
+        "query_id": r.id,
+        "query": r.query,
+        "passage_id": r.id,
+        "passage": readers.passage_text(r.title, r.text),
+        "lang": lang,
+        "negatives": [],
+      }
+  if n == 0:
+    raise ValueError(f"{path}: no XOR-TyDi gold pairs (records with source 'xor_tydi*') for {lang}")
+
+
+def xor_dev_examples(lang: str) -> Iterator[dict]:
+  """XOR-TyDi dev pairs: each dev question with its first gold paragraph from the qrels."""
+  queries = [q for q in readers.read_xor_queries(locations.find_xor_file("dev")) if q.lang == lang]
+  qrels = readers.read_qrels(locations.find_xor_file("dev_qrels"))
+  gold = {}
+  for q in queries:
+    rel = [pid for pid, r in qrels.get(q.id, {}).items() if r > 0]
+    if rel:
+      gold[q.id] = sorted(rel)[0]
+  wanted = set(gold.values())
+  passages = {
+    p.id: readers.passage_text(p.title, p.text)
+    for p in readers.read_corpus(locations.find_xor_file("corpus"))
+    if p.id in wanted
+  }
+  for q in queries:
+    pid = gold.get(q.id)
+    if pid in passages:
+      yield {
+        "query_id": q.id,
+        "query": q.question,
+        "passage_id": pid,
+        "passage": passages[pid],
+        "lang": lang,
+        "negatives": [],
+      }
+
+
+def few_shot(examples: Iterator[dict], k: int, seed: int) -> list[dict]:
+  """k examples drawn without replacement under a fixed seed (all if fewer)."""
+  pool = list(examples)
+  rng = random.Random(seed)
+  return rng.sample(pool, min(k, len(pool)))
+
+
+def xor_pairs(
+  split: str,
+  shuffle_files: bool = False,
+  seed: int | None = None,
+  *,
+  lang: str,
+  k: int | None = None,
+  few_shot_seed: int = 0,
+) -> tf.data.Dataset:
+  """XOR-TyDi (question, English gold passage) pairs; ``k`` keeps a seeded k-shot subset."""
+  del shuffle_files, seed
+  _check_split(split, ("train", "dev"), f"XOR-TyDi pairs ({lang})")
+  make = xor_train_examples if split == "train" else xor_dev_examples
+  if k is None:
+    return _dataset(lambda: make(lang), XOR_PAIR_SIGNATURE)
+  return _dataset(lambda: iter(few_shot(make(lang), k, few_shot_seed)), XOR_PAIR_SIGNATURE)
+
+
+def xor_queries(
+  split: str, shuffle_files: bool = False, seed: int | None = None, *, lang: str | None
+) -> tf.data.Dataset:
+  """XOR-Retrieve queries of one language (or all with ``lang=None``), ids kept."""
+  del shuffle_files, seed
+  _check_split(split, ("train", "dev", "test"), "XOR-TyDi queries")
+
+  def gen():
+    for q in readers.read_xor_queries(locations.find_xor_file(split)):
+      if lang is None or q.lang == lang:
+        yield {"query_id": q.id, "query": q.question, "lang": q.lang}
+
+  return _dataset(gen, QUERY_SIGNATURE)
+
+
+def xor_corpus(split: str, shuffle_files: bool = False, seed: int | None = None) -> tf.data.Dataset:
+  """The English passage corpus, streamed (``title text`` per passage, ids kept)."""
+  del shuffle_files, seed
+  _check_split(split, ("train",), "XOR-TyDi corpus")
+
+  def gen():
+    for p in readers.read_corpus(locations.find_xor_file("corpus")):
+      yield {"passage_id": p.id, "passage": readers.passage_text(p.title, p.text)}
+
+  return _dataset(gen, PASSAGE_SIGNATURE)
