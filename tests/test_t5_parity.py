@@ -92,10 +92,11 @@ def _full_model_parity(tmp_path, hf_cls, cfg_cls, untie=False, **cfg):
       decoder_input_ids=torch.tensor(dec_ids),
     )
   model = t5.Transformer(config)
-  encoded = model.apply({"params": params}, jnp.asarray(ids), jnp.asarray(mask), method="encode")
+  encode = jax.jit(lambda p, i, m: model.apply({"params": p}, i, m, method="encode"))
+  encoded = encode(params, jnp.asarray(ids), jnp.asarray(mask))
   assert _masked_max_diff(encoded, out.encoder_last_hidden_state.numpy(), mask) < TOL
-  logits = model.apply(
-    {"params": params}, jnp.asarray(ids), jnp.asarray(dec_ids), jnp.asarray(mask)
+  logits = jax.jit(lambda p, i, d, m: model.apply({"params": p}, i, d, m))(
+    params, jnp.asarray(ids), jnp.asarray(dec_ids), jnp.asarray(mask)
   )
   np.testing.assert_allclose(np.asarray(logits), out.logits.numpy(), atol=TOL, rtol=0)
   return model, params, config, ids, mask, dec_ids, np.asarray(logits)
@@ -119,9 +120,10 @@ def test_mt5_shared_head_matches_hf_and_cached_decoding(tmp_path):
   # Step-wise cached decoding reproduces the teacher-forced pass position by position.
   encoded = model.apply({"params": params}, jnp.asarray(ids), jnp.asarray(mask), method="encode")
   cache = t5.init_cache(model, params, encoded, jnp.asarray(mask), dec_ids.shape[1])
+  step_fn = jax.jit(lambda p, c, m, tok: t5.decode_step(model, p, c, m, tok))
   for step in range(dec_ids.shape[1]):
-    step_logits, cache = t5.decode_step(
-      model, params, cache, jnp.asarray(mask), jnp.asarray(dec_ids[:, step : step + 1])
+    step_logits, cache = step_fn(
+      params, cache, jnp.asarray(mask), jnp.asarray(dec_ids[:, step : step + 1])
     )
     np.testing.assert_allclose(np.asarray(step_logits), logits[:, step], atol=TOL, rtol=0)
 
