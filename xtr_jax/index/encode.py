@@ -1,0 +1,317 @@
+"""Corpus -> token vectors on disk, in resumable shards.
+
+Which tokens are indexed: every real token of ``title + " " + text`` (truncated to
+``max_length - 1`` pieces) plus the EOS token the tokenizer appends; padding never. The XTR
+release does the same: its notebook tokenises with ``SentencepieceTokenizer(add_eos=True)``
+and keeps ``encodings[:mask.sum()]`` per passage, so the EOS vector is in the index. We keep
+it because the model was trained with EOS in every passage's MaxSim, so dropping it would
+change the scores the model learned, and it gives even an empty passage one vector.
+
+Layout of the work directory (one file set per shard of ``shard_size`` passages):
+``vectors_{i:05d}.npy`` float16 [n_i, d], ``token_to_passage_{i:05d}.npy`` int32 [n_i] (global
+passage row), ``passage_ids_{i:05d}.json``, and ``progress.json`` (settings + finished shards).
+Every file is written to a temporary name and renamed, and a shard counts as done only once
+``progress.json`` lists it, so a crash never leaves a partial shard that is reused.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+import gin
+from xtr_jax.models.config import T5Config
+from xtr_jax.models.xtr import RetrievalEncoder
+
+PROGRESS = "progress.json"
+
+
+# ---------------------------------------------------------------------------- files
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "wb") as f:
+    f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def atomic_write_json(path: str, obj) -> None:
+  atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode("utf-8"))
+
+
+def atomic_save_npy(path: str, array: np.ndarray) -> None:
+  tmp = f"{path}.tmp-{os.getpid()}.npy"
+  np.save(tmp, array)
+  os.replace(tmp, path)
+
+
+def file_fingerprint(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return "sha256:" + h.hexdigest()[:32]
+
+
+@dataclasses.dataclass(frozen=True)
+class Passage:
+  pid: str
+  text: str
+  title: str
+
+
+def read_corpus(path: str) -> Iterator[Passage]:
+  """Streams a TSV corpus ``id\\ttext\\ttitle`` with a header row (XOR-TyDi / DPR layout)."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"corpus file not found: {path}")
+  csv.field_size_limit(sys.maxsize)
+  with open(path, encoding="utf-8", newline="") as f:
+    reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+    header = next(reader, None)
+    if header is None:
+      raise ValueError(f"{path}:1: empty corpus file (expected header 'id\\ttext\\ttitle')")
+    cols = [h.strip().lower() for h in header]
+    if "id" not in cols or "text" not in cols:
+      raise ValueError(f"{path}:1: header {header!r} lacks 'id' and 'text' columns")
+    i_id, i_text = cols.index("id"), cols.index("text")
+    i_title = cols.index("title") if "title" in cols else None
+    for row in reader:
+      line = reader.line_num
+      if not row or row == [""]:
+        continue
+      if len(row) != len(cols):
+        raise ValueError(
+          f"{path}:{line}: expected {len(cols)} tab-separated fields {cols}, got {len(row)}"
+        )
+      if not row[i_id]:
+        raise ValueError(f"{path}:{line}: empty passage id")
+      yield Passage(row[i_id], row[i_text], row[i_title] if i_title is not None else "")
+
+
+@gin.configurable
+def passage_text(passage: Passage, template: str = "{title} {text}") -> str:
+  """The text encoded for a passage; ``template`` may use ``{title}``, ``{text}``, ``{id}``."""
+  return template.format(title=passage.title, text=passage.text, id=passage.pid).strip()
+
+
+# ---------------------------------------------------------------------------- tokens
+
+
+class Tokenizer:
+  """SentencePiece ids with EOS appended, checked against the model's vocabulary size."""
+
+  def __init__(self, path: str, vocab_size: int | None = None, eos_id: int = 1):
+    import sentencepiece as spm  # noqa: PLC0415
+
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"SentencePiece model not found: {path}")
+    self.path = path
+    self.sp = spm.SentencePieceProcessor(model_file=path)
+    self.eos_id = eos_id
+    self.fingerprint = file_fingerprint(path)
+    if vocab_size is not None and self.sp.get_piece_size() > vocab_size:
+      raise ValueError(
+        f"vocabulary {path} has {self.sp.get_piece_size()} pieces but the model's "
+        f"vocab_size is {vocab_size}"
+      )
+
+  def encode(self, texts: list[str], max_length: int, lowercase: bool = False) -> list[list[int]]:
+    if max_length < 1:
+      raise ValueError(f"max_length must be >= 1, got {max_length}")
+    texts = [t.lower() for t in texts] if lowercase else list(texts)
+    return [ids[: max_length - 1] + [self.eos_id] for ids in self.sp.encode(texts)]
+
+
+def bucket_length(n: int, max_length: int, buckets: tuple[int, ...]) -> int:
+  for b in buckets:
+    if n <= b:
+      return min(b, max_length)
+  return max_length
+
+
+def pad_batch(token_ids: list[list[int]], length: int, batch_size: int) -> np.ndarray:
+  out = np.zeros((batch_size, length), np.int32)
+  for i, ids in enumerate(token_ids):
+    out[i, : len(ids)] = ids
+  return out
+
+
+# ---------------------------------------------------------------------------- encoder
+
+
+class TokenEncoder:
+  """Jitted ``RetrievalEncoder`` with the batch sharded over all local devices."""
+
+  def __init__(self, params, config: T5Config, proj_dim: int = 128):
+    import flax.linen as nn  # noqa: PLC0415
+
+    self.config = config
+    self.proj_dim = proj_dim
+    self.model = RetrievalEncoder(config, proj_dim=proj_dim, pooling="token")
+    devices = np.array(jax.devices())
+    self.num_devices = devices.size
+    mesh = Mesh(devices, ("data",))
+    self.batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    params = nn.meta.unbox(params)
+    self.params = jax.device_put(params, replicated)
+
+    def apply(p, ids):
+      out = self.model.apply({"params": p}, ids)
+      return out.astype(jnp.float16)
+
+    self._fn = jax.jit(
+      apply, in_shardings=(replicated, self.batch_sharding), out_shardings=self.batch_sharding
+    )
+
+  def round_batch(self, batch_size: int) -> int:
+    """Batch size rounded up to a multiple of the device count (the sharded axis)."""
+    return -(-batch_size // self.num_devices) * self.num_devices
+
+  def __call__(self, ids: np.ndarray) -> np.ndarray:
+    """[B, L] int32 -> [B, L, proj_dim] float16 (B a multiple of the device count)."""
+    return np.asarray(self._fn(self.params, jax.device_put(ids, self.batch_sharding)))
+
+  def encode_tokens(
+    self,
+    token_ids: list[list[int]],
+    batch_size: int,
+    max_length: int,
+    buckets: tuple[int, ...],
+  ) -> list[np.ndarray]:
+    """Per text, its [len, proj_dim] float16 vectors (padding dropped, EOS kept)."""
+    batch_size = self.round_batch(batch_size)
+    order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
+    out: list[np.ndarray | None] = [None] * len(token_ids)
+    for start in range(0, len(order), batch_size):
+      idx = order[start : start + batch_size]
+      length = bucket_length(max(len(token_ids[i]) for i in idx), max_length, buckets)
+      vecs = self(pad_batch([token_ids[i] for i in idx], length, batch_size))
+      for row, i in enumerate(idx):
+        out[i] = vecs[row, : len(token_ids[i])]
+    return out  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------- corpus
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class EncodeParams:
+  max_length: int = 256
+  batch_size: int = 32
+  shard_size: int = 10_000  # passages per shard
+  buckets: tuple[int, ...] = (32, 64, 128, 256, 512)
+  lowercase: bool = False
+
+
+def encode_corpus(
+  corpus_path: str,
+  work_dir: str,
+  encoder: TokenEncoder,
+  tokenizer: Tokenizer,
+  params: EncodeParams = EncodeParams(),
+  settings: dict | None = None,
+  progress: bool = True,
+) -> dict:
+  """Encodes ``corpus_path`` into shards under ``work_dir``; resumes finished shards.
+
+  ``settings`` (model fingerprint, ...) are stored in ``progress.json``; resuming with
+  different settings fails rather than mixing vectors of two models in one index.
+  Returns the progress record (``shards``: list of {index, passages, tokens}).
+  """
+  from tqdm import tqdm  # noqa: PLC0415
+
+  os.makedirs(work_dir, exist_ok=True)
+  settings = {
+    **(settings or {}),
+    "corpus": os.path.abspath(corpus_path),
+    "corpus_bytes": os.path.getsize(corpus_path),
+    "vocabulary_fingerprint": tokenizer.fingerprint,
+    "proj_dim": encoder.proj_dim,
+    "encode": dataclasses.asdict(params),
+  }
+  settings = json.loads(json.dumps(settings))  # tuples -> lists, as stored
+  progress_path = os.path.join(work_dir, PROGRESS)
+  record = {"settings": settings, "shards": [], "complete": False}
+  if os.path.exists(progress_path):
+    with open(progress_path) as f:
+      old = json.load(f)
+    if old.get("settings") != settings:
+      raise ValueError(
+        f"{progress_path}: an unfinished encoding with different settings is there "
+        f"(stored {old.get('settings')}, now {settings}); delete {work_dir} to start over"
+      )
+    record = old
+    if record["shards"]:
+      logging.info("resuming: %d shards already encoded in %s", len(record["shards"]), work_dir)
+  done = {s["index"] for s in record["shards"]}
+
+  def flush(index: int, first_row: int, batch: list[Passage]) -> None:
+    ids = tokenizer.encode([passage_text(p) for p in batch], params.max_length, params.lowercase)
+    vecs = encoder.encode_tokens(ids, params.batch_size, params.max_length, params.buckets)
+    lengths = np.array([v.shape[0] for v in vecs], np.int64)
+    vectors = np.concatenate(vecs, axis=0).astype(np.float16)
+    t2p = np.repeat(np.arange(first_row, first_row + len(batch), dtype=np.int32), lengths)
+    atomic_save_npy(os.path.join(work_dir, f"vectors_{index:05d}.npy"), vectors)
+    atomic_save_npy(os.path.join(work_dir, f"token_to_passage_{index:05d}.npy"), t2p)
+    atomic_write_json(
+      os.path.join(work_dir, f"passage_ids_{index:05d}.json"), [p.pid for p in batch]
+    )
+    record["shards"].append(
+      {"index": index, "first_row": first_row, "passages": len(batch), "tokens": int(len(t2p))}
+    )
+    record["shards"].sort(key=lambda s: s["index"])
+    atomic_write_json(progress_path, record)
+
+  bar = tqdm(desc="encode passages", unit="psg", disable=not progress)
+  batch: list[Passage] = []
+  row = 0
+  shard = 0
+  for passage in read_corpus(corpus_path):
+    if shard not in done:
+      batch.append(passage)
+    row += 1
+    bar.update(1)
+    if row % params.shard_size == 0:
+      if shard not in done:
+        flush(shard, row - len(batch), batch)
+      batch, shard = [], shard + 1
+  if batch and shard not in done:
+    flush(shard, row - len(batch), batch)
+  bar.close()
+  if row == 0:
+    raise ValueError(f"{corpus_path}: no passages after the header")
+  record["complete"] = True
+  record["num_passages"] = row
+  atomic_write_json(progress_path, record)
+  return record
+
+
+def load_shards(work_dir: str, record: dict):
+  """(vectors float16 [N, d], token_to_passage int32 [N], passage_ids list) of all shards."""
+  vectors, t2p, pids = [], [], []
+  for s in record["shards"]:
+    i = s["index"]
+    for name in (f"vectors_{i:05d}.npy", f"token_to_passage_{i:05d}.npy"):
+      if not os.path.exists(os.path.join(work_dir, name)):
+        raise FileNotFoundError(f"encoded shard file missing: {os.path.join(work_dir, name)}")
+    vectors.append(np.load(os.path.join(work_dir, f"vectors_{i:05d}.npy")))
+    t2p.append(np.load(os.path.join(work_dir, f"token_to_passage_{i:05d}.npy")))
+    with open(os.path.join(work_dir, f"passage_ids_{i:05d}.json")) as f:
+      pids.extend(json.load(f))
+  return np.concatenate(vectors), np.concatenate(t2p), pids

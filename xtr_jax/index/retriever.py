@@ -1,0 +1,145 @@
+"""``Retriever``: text queries in, ranked passage ids out, over a saved token index."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+import gin
+from xtr_jax.index.encode import TokenEncoder, Tokenizer
+from xtr_jax.index.store import TokenIndex, load_index
+from xtr_jax.index.xtr_search import maxsim_search, passage_token_groups, xtr_search
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class SearchParams:
+  """Query-side settings: k' tokens retrieved per query token, query length."""
+
+  token_top_k: int = 1000
+  query_max_length: int = 64
+  batch_size: int = 32
+  exact_candidates: str = "retrieved"  # exact mode over 'retrieved' union or 'all' passages
+
+
+def load_model(checkpoint_dir: str):
+  """(params, config, proj_dim, fingerprint, extra) of a retrieval checkpoint."""
+  from xtr_jax.checkpoints.orbax_io import load_checkpoint  # noqa: PLC0415
+
+  ckpt = load_checkpoint(checkpoint_dir)
+  extra = dict(ckpt.extra or {})
+  if extra.get("pooling", "token") != "token":
+    raise ValueError(
+      f"checkpoint {checkpoint_dir} has pooling={extra['pooling']!r}; a token index needs "
+      "a token-level (XTR/ColBERT) retrieval model"
+    )
+  return ckpt.params, ckpt.config, int(extra.get("proj_dim", 128)), ckpt.fingerprint, extra
+
+
+class Retriever:
+  """XTR retrieval: encode queries, token search, aggregate with imputation (or exact)."""
+
+  def __init__(
+    self,
+    index: TokenIndex,
+    encoder: TokenEncoder,
+    tokenizer: Tokenizer,
+    params: SearchParams = SearchParams(),
+  ):
+    if encoder.proj_dim != index.manifest["proj_dim"]:
+      raise ValueError(
+        f"model proj_dim {encoder.proj_dim} != index proj_dim {index.manifest['proj_dim']}"
+      )
+    want = index.manifest.get("vocabulary_fingerprint")
+    if want and tokenizer.fingerprint != want:
+      raise ValueError(
+        f"vocabulary {tokenizer.path} has fingerprint {tokenizer.fingerprint} but the index "
+        f"{index.directory} was built with {want}"
+      )
+    self.index = index
+    self.encoder = encoder
+    self.tokenizer = tokenizer
+    self.params = params
+    self.lowercase = bool(index.manifest.get("encode", {}).get("lowercase", False))
+    self._groups = None
+
+  @classmethod
+  def load(
+    cls,
+    index_dir: str,
+    checkpoint_dir: str | None = None,
+    vocabulary: str | None = None,
+    backend: str | None = None,
+    params: SearchParams | None = None,
+  ) -> Retriever:
+    """Loads the index and its model; the model's fingerprint must match the manifest's.
+
+    ``checkpoint_dir`` / ``vocabulary`` default to the paths recorded at build time.
+    """
+    from xtr_jax.index.store import read_manifest  # noqa: PLC0415
+
+    manifest = read_manifest(index_dir)
+    checkpoint_dir = checkpoint_dir or manifest.get("checkpoint")
+    if not checkpoint_dir:
+      raise ValueError(f"{index_dir}: no checkpoint recorded in the manifest; pass one")
+    model_params, config, proj_dim, fingerprint, extra = load_model(checkpoint_dir)
+    index = load_index(index_dir, expected_fingerprint=fingerprint, backend=backend)
+    vocabulary = vocabulary or manifest.get("vocabulary") or extra.get("vocabulary")
+    if not vocabulary:
+      raise ValueError(f"{index_dir}: no vocabulary recorded in the manifest; pass one")
+    tokenizer = Tokenizer(vocabulary, config.vocab_size, config.eos_token_id)
+    encoder = TokenEncoder(model_params, config, proj_dim)
+    return cls(index, encoder, tokenizer, params or SearchParams())
+
+  def encode_queries(self, queries: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """[B, L, d] float32 query token vectors and [B, L] mask (padding false, EOS true)."""
+    n = self.params.query_max_length
+    ids = self.tokenizer.encode(list(queries), n, self.lowercase)
+    vecs = self.encoder.encode_tokens(ids, self.params.batch_size, n, (n,))
+    out = np.zeros((len(queries), n, self.encoder.proj_dim), np.float32)
+    mask = np.zeros((len(queries), n), bool)
+    for i, v in enumerate(vecs):
+      out[i, : v.shape[0]] = v
+      mask[i, : v.shape[0]] = True
+    return out, mask
+
+  def search_vectors(
+    self, query_vectors: np.ndarray, query_mask: np.ndarray, k: int, exact: bool = False
+  ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per query (passage rows, scores), best first, from query token vectors."""
+    b, length, d = query_vectors.shape
+    flat = query_vectors.reshape(b * length, d)[query_mask.reshape(-1)]
+    token_k = min(self.params.token_top_k, self.index.manifest["num_tokens"])
+    tok_ids, tok_scores = self.index.search_tokens(flat, token_k)
+    rows = self.index.tokens_to_passages(tok_ids)
+    results, at = [], 0
+    for q in range(b):
+      n = int(query_mask[q].sum())
+      t_rows, t_scores = rows[at : at + n], tok_scores[at : at + n]
+      at += n
+      if not exact:
+        results.append(xtr_search(t_rows, t_scores, np.ones(n, bool), k))
+        continue
+      if self._groups is None:
+        self._groups = passage_token_groups(self.index.token_to_passage, self.index.num_passages)
+      if self.params.exact_candidates == "all":
+        cands = np.arange(self.index.num_passages)
+      else:
+        cands = np.unique(t_rows[t_rows >= 0])
+      results.append(
+        maxsim_search(query_vectors[q], query_mask[q], self.index.vectors, *self._groups, cands, k)
+      )
+    return results
+
+  def search(self, queries: list[str], k: int = 100, exact: bool = False):
+    """``[[(passage_id, score), ...] per query]``, best first."""
+    if isinstance(queries, str):
+      raise TypeError("queries must be a list of strings, not one string")
+    if not queries:
+      return []
+    vecs, mask = self.encode_queries(queries)
+    out = []
+    for rows, scores in self.search_vectors(vecs, mask, k, exact=exact):
+      out.append([(self.index.passage_ids[r], float(s)) for r, s in zip(rows, scores)])
+    return out

@@ -1,0 +1,298 @@
+"""An index on disk: a directory with ``manifest.json``, arrays and ScaNN searchers.
+
+Layout (format ``xtr_jax.token_index`` version 1)::
+
+  manifest.json          format, version, fingerprints, counts, build parameters, files
+  passage_ids.json       passage id of each passage row
+  token_to_passage.npy   int32 [num_tokens]: passage row of each token vector
+  vectors.npy            float16 [num_tokens, proj_dim] (for exact MaxSim / brute force)
+  segments/seg_{i:05d}/  one ScaNN searcher per token range (``scann`` backend)
+
+Tokens ``[0, num_corpus_tokens)`` come from the corpus; the rest are extra vectors
+(e.g. xQG generated-question tokens) appended with ``build_index(extra_vectors=...)``.
+A build writes into ``.NAME.tmp-PID`` beside the target and renames it at the end, so an
+interrupted build never leaves a directory that loads; such leftovers are removed by the
+next build of the same target.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterable
+
+import numpy as np
+
+from xtr_jax.index.brute_force import BruteForceSearcher, merge_top_k
+from xtr_jax.index.encode import atomic_write_json
+from xtr_jax.index.scann_index import ScannParams, ScannSearcher
+
+FORMAT = "xtr_jax.token_index"
+VERSION = 1
+MANIFEST = "manifest.json"
+BACKENDS = ("scann", "brute_force")
+
+ExtraVectors = Iterable[tuple[int | str, np.ndarray]]
+
+
+class IndexFormatError(ValueError):
+  """A missing, malformed or mismatched index."""
+
+
+def _dir_bytes(path: str) -> int:
+  return sum(
+    os.path.getsize(p)
+    for p in glob.glob(os.path.join(path, "**"), recursive=True)
+    if os.path.isfile(p)
+  )
+
+
+def _append_extra(
+  vectors: np.ndarray,
+  token_to_passage: np.ndarray,
+  passage_ids: list[str],
+  extra_vectors: ExtraVectors | None,
+  extra_weight: float,
+) -> tuple[np.ndarray, np.ndarray, int]:
+  if extra_vectors is None:
+    return vectors, token_to_passage, 0
+  row_of = None
+  dim = vectors.shape[1]
+  new_v, new_t = [], []
+  for n, (key, vecs) in enumerate(extra_vectors):
+    if isinstance(key, str):
+      row_of = row_of or {p: i for i, p in enumerate(passage_ids)}
+      if key not in row_of:
+        raise IndexFormatError(f"extra_vectors[{n}]: passage id {key!r} is not in the corpus")
+      row = row_of[key]
+    else:
+      row = int(key)
+      if not 0 <= row < len(passage_ids):
+        raise IndexFormatError(
+          f"extra_vectors[{n}]: passage row {row} outside [0, {len(passage_ids)})"
+        )
+    vecs = np.asarray(vecs, np.float32)
+    if vecs.ndim != 2 or vecs.shape[1] != dim:
+      raise IndexFormatError(f"extra_vectors[{n}]: shape {vecs.shape}, expected [n, {dim}]")
+    new_v.append((vecs * extra_weight).astype(np.float16))
+    new_t.append(np.full((vecs.shape[0],), row, np.int32))
+  if not new_v:
+    return vectors, token_to_passage, 0
+  extra = np.concatenate(new_v)
+  return (
+    np.concatenate([vectors, extra]),
+    np.concatenate([token_to_passage, np.concatenate(new_t)]),
+    extra.shape[0],
+  )
+
+
+def build_index(
+  output_dir: str,
+  vectors: np.ndarray,
+  token_to_passage: np.ndarray,
+  passage_ids: list[str],
+  *,
+  model_fingerprint: str,
+  vocabulary_fingerprint: str = "",
+  backend: str = "scann",
+  scann_params: ScannParams = ScannParams(),
+  segment_tokens: int = 0,
+  extra_vectors: ExtraVectors | None = None,
+  extra_weight: float = 1.0,
+  metadata: dict | None = None,
+  overwrite: bool = False,
+) -> dict:
+  """Writes an index directory atomically and returns its manifest.
+
+  ``extra_vectors``: the augmentation hook, pairs (passage row or passage id, [n, d] vectors)
+  appended after the corpus tokens and mapped to that passage, scaled by ``extra_weight``
+  (so with unit vectors their dot products are multiplied by it). ``segment_tokens`` > 0
+  splits the token table into ScaNN searchers of at most that many tokens, searched one by
+  one and merged exactly (for corpora whose single searcher would not fit in memory).
+  """
+  if backend not in BACKENDS:
+    raise IndexFormatError(f"backend={backend!r}; expected one of {BACKENDS}")
+  vectors = np.asarray(vectors)
+  token_to_passage = np.asarray(token_to_passage, np.int32)
+  if vectors.ndim != 2 or vectors.shape[0] != token_to_passage.shape[0]:
+    raise IndexFormatError(
+      f"vectors {vectors.shape} and token_to_passage {token_to_passage.shape} disagree"
+    )
+  if token_to_passage.size and (
+    token_to_passage.min() < 0 or token_to_passage.max() >= len(passage_ids)
+  ):
+    raise IndexFormatError(f"token_to_passage has rows outside [0, {len(passage_ids)})")
+  num_corpus_tokens = vectors.shape[0]
+  vectors, token_to_passage, num_extra = _append_extra(
+    vectors.astype(np.float16), token_to_passage, passage_ids, extra_vectors, extra_weight
+  )
+  n = vectors.shape[0]
+  output_dir = os.path.abspath(output_dir.rstrip("/"))
+  parent, name = os.path.split(output_dir)
+  os.makedirs(parent, exist_ok=True)
+  if os.path.exists(output_dir) and not overwrite:
+    raise FileExistsError(f"index directory already exists: {output_dir} (pass overwrite)")
+  for leftover in glob.glob(os.path.join(parent, f".{name}.tmp-*")):
+    logging.info("removing leftover partial build %s", leftover)
+    shutil.rmtree(leftover, ignore_errors=True)
+  tmp = os.path.join(parent, f".{name}.tmp-{os.getpid()}")
+  os.makedirs(tmp)
+  try:
+    t0 = time.time()
+    np.save(os.path.join(tmp, "vectors.npy"), vectors)
+    np.save(os.path.join(tmp, "token_to_passage.npy"), token_to_passage)
+    with open(os.path.join(tmp, "passage_ids.json"), "w") as f:
+      json.dump(list(passage_ids), f)
+    segments = []
+    step = segment_tokens if segment_tokens > 0 else max(n, 1)
+    built_params = scann_params
+    for i, start in enumerate(range(0, n, step)):
+      end = min(n, start + step)
+      seg = {"start": start, "end": end}
+      if backend == "scann":
+        seg["dir"] = f"segments/seg_{i:05d}"
+        searcher = ScannSearcher.build(vectors[start:end], scann_params)
+        searcher.serialize(os.path.join(tmp, seg["dir"]))
+        built_params = searcher.params if i == 0 else built_params
+      segments.append(seg)
+    build_seconds = time.time() - t0
+    scann_bytes = _dir_bytes(os.path.join(tmp, "segments")) if backend == "scann" else 0
+    manifest = {
+      "format": FORMAT,
+      "version": VERSION,
+      "model_fingerprint": model_fingerprint,
+      "vocabulary_fingerprint": vocabulary_fingerprint,
+      "proj_dim": int(vectors.shape[1]),
+      "num_passages": len(passage_ids),
+      "num_tokens": int(n),
+      "num_corpus_tokens": int(num_corpus_tokens),
+      "num_extra_tokens": int(num_extra),
+      "extra_weight": float(extra_weight),
+      "backend": backend,
+      "scann": dataclasses.asdict(built_params),
+      "segments": segments,
+      "build_seconds": round(build_seconds, 3),
+      "bytes_per_token": {
+        "vectors_float16": 2 * int(vectors.shape[1]),
+        "scann": round(scann_bytes / max(n, 1), 2),
+        "token_to_passage": 4,
+      },
+      **(metadata or {}),
+    }
+    atomic_write_json(os.path.join(tmp, MANIFEST), manifest)
+    if os.path.exists(output_dir):
+      old = os.path.join(parent, f".{name}.old-{os.getpid()}")
+      os.rename(output_dir, old)
+      os.rename(tmp, output_dir)
+      shutil.rmtree(old, ignore_errors=True)
+    else:
+      os.rename(tmp, output_dir)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return manifest
+
+
+def read_manifest(index_dir: str) -> dict:
+  path = os.path.join(index_dir, MANIFEST)
+  if not os.path.isdir(index_dir):
+    raise FileNotFoundError(f"index directory not found: {index_dir}")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path} missing: {index_dir} is not a finished index")
+  try:
+    with open(path) as f:
+      manifest = json.load(f)
+  except json.JSONDecodeError as e:
+    raise IndexFormatError(f"{path}:{e.lineno}: malformed manifest JSON: {e.msg}") from e
+  if manifest.get("format") != FORMAT:
+    raise IndexFormatError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+  if manifest.get("version") != VERSION:
+    raise IndexFormatError(
+      f"{path}: format version {manifest.get('version')!r}; this code reads version {VERSION}"
+    )
+  return manifest
+
+
+@dataclasses.dataclass
+class TokenIndex:
+  """A loaded index: token search over all segments, passage rows, stored vectors."""
+
+  directory: str
+  manifest: dict
+  passage_ids: list[str]
+  token_to_passage: np.ndarray
+  vectors: np.ndarray
+  searchers: list[tuple[int, object]]  # (token offset, searcher)
+
+  @property
+  def num_passages(self) -> int:
+    return len(self.passage_ids)
+
+  def search_tokens(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` token ids and scores for each query vector [Q, d]; -1 = empty slot."""
+    ids, scores = [], []
+    for offset, searcher in self.searchers:
+      i, s = searcher.search_batched(queries, k)
+      ids.append(np.where(i >= 0, i + offset, -1))
+      scores.append(s)
+    if len(ids) == 1:
+      return ids[0], scores[0]
+    return merge_top_k(ids, scores, k)
+
+  def tokens_to_passages(self, token_ids: np.ndarray) -> np.ndarray:
+    return np.where(token_ids >= 0, self.token_to_passage[np.maximum(token_ids, 0)], -1)
+
+
+def load_index(
+  index_dir: str,
+  expected_fingerprint: str | None = None,
+  backend: str | None = None,
+  mmap: bool = True,
+) -> TokenIndex:
+  """Loads and checks an index; ``backend='brute_force'`` searches the stored vectors."""
+  manifest = read_manifest(index_dir)
+  got = manifest.get("model_fingerprint")
+  if expected_fingerprint is not None and got != expected_fingerprint:
+    raise IndexFormatError(
+      f"{index_dir} was built with model fingerprint {got!r} but the model loaded has "
+      f"{expected_fingerprint!r}; rebuild the index with this checkpoint"
+    )
+  files = ["passage_ids.json", "token_to_passage.npy", "vectors.npy"]
+  for name in files:
+    if not os.path.isfile(os.path.join(index_dir, name)):
+      raise FileNotFoundError(f"index file missing: {os.path.join(index_dir, name)}")
+  with open(os.path.join(index_dir, "passage_ids.json")) as f:
+    passage_ids = json.load(f)
+  t2p = np.load(os.path.join(index_dir, "token_to_passage.npy"))
+  vectors = np.load(os.path.join(index_dir, "vectors.npy"), mmap_mode="r" if mmap else None)
+  for what, have, want in [
+    ("passages", len(passage_ids), manifest["num_passages"]),
+    ("token_to_passage rows", t2p.shape[0], manifest["num_tokens"]),
+    ("vector rows", vectors.shape[0], manifest["num_tokens"]),
+    ("vector dim", vectors.shape[1], manifest["proj_dim"]),
+  ]:
+    if have != want:
+      raise IndexFormatError(f"{index_dir}: {what} = {have} but manifest.json says {want}")
+  backend = backend or manifest["backend"]
+  searchers: list[tuple[int, object]] = []
+  for seg in manifest["segments"]:
+    start, end = seg["start"], seg["end"]
+    if backend == "scann":
+      if "dir" not in seg:
+        raise IndexFormatError(
+          f"{index_dir} was built without ScaNN; load with backend='brute_force'"
+        )
+      params = ScannParams(**manifest["scann"])
+      searchers.append(
+        (start, ScannSearcher.load(os.path.join(index_dir, seg["dir"]), params, end - start))
+      )
+    elif backend == "brute_force":
+      searchers.append((start, BruteForceSearcher(vectors[start:end])))
+    else:
+      raise IndexFormatError(f"backend={backend!r}; expected one of {BACKENDS}")
+  return TokenIndex(index_dir, manifest, passage_ids, t2p, vectors, searchers)
