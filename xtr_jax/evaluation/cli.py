@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
   )
   p.add_argument("--punkt_params", help="Punkt params JSON; trained from --corpus if missing.")
   p.add_argument(
-    "--punkt_train_chars", type=int, default=20_000_000, help="Corpus characters Punkt trains on."
+    "--punkt_train_chars", type=int, default=2_000_000, help="Corpus characters Punkt trains on."
   )
   p.add_argument("--bootstrap_samples", type=int, default=10_000)
   p.add_argument("--confidence", type=float, default=0.95)

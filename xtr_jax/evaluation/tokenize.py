@@ -134,7 +134,7 @@ def get_word_tokenizer(
   """Returns (tokenizer, description of what was used).
 
   ``auto``: real NLTK if its Punkt data is installed; else ``punkt`` when params or training
-  text are given; else ``line``.
+  text are given; else ``punkt_untrained``.
   """
   if mode not in TOKENIZER_MODES:
     raise ValueError(f"tokenizer mode must be one of {TOKENIZER_MODES}, got {mode!r}")
@@ -143,8 +143,8 @@ def get_word_tokenizer(
       mode = "nltk"
     elif punkt_params is not None or train_texts is not None:
       mode = "punkt"
-    else:
-      mode = "line"
+    else:  # closer to trained Punkt than no split (results/xor_tokenizer_deviation.md)
+      mode = "punkt_untrained"
   if mode == "nltk":
     from nltk.tokenize import word_tokenize
 

@@ -12,8 +12,10 @@ import argparse
 import logging
 import sys
 import time
+import zlib
 
 import bm25s
+import numpy as np
 
 from xtr_jax.evaluation import io
 
@@ -25,8 +27,12 @@ def bm25_run(
   k1: float = 1.5,
   b: float = 0.75,
   stopwords: str | None = "en",
+  seed: int = 0,
 ) -> io.Run:
-  """Ranks ``corpus`` ({pid: (title, text)}) for each query; every query gets ``k`` results."""
+  """Ranks ``corpus`` ({pid: (title, text)}) for each query; every query gets ``k`` results.
+
+  Passages with a positive BM25 score come first; the rest are seeded random score-0 filler.
+  """
   pids = list(corpus)
   docs = [f"{title} {text}".strip() for title, text in corpus.values()]
   tok = dict(return_ids=False, show_progress=False, stopwords=stopwords)
@@ -36,10 +42,31 @@ def bm25_run(
   q_tokens = bm25s.tokenize([queries[q].question for q in qids], **tok)
   k = min(k, len(pids))
   docs_idx, scores = retriever.retrieve(q_tokens, k=k, show_progress=False)
-  return {
-    qid: [(pids[int(i)], float(s)) for i, s in zip(docs_idx[n], scores[n], strict=True)]
-    for n, qid in enumerate(qids)
-  }
+  run = {}
+  for n, qid in enumerate(qids):
+    ranked = [
+      (pids[int(i)], float(s)) for i, s in zip(docs_idx[n], scores[n], strict=True) if s > 0
+    ]
+    run[qid] = ranked + _random_fill(qid, pids, {p for p, _ in ranked}, k - len(ranked), seed)
+  return run
+
+
+def _random_fill(qid: str, pids: list[str], taken: set[str], n: int, seed: int):
+  """Score-0 filler in a seeded random order, so every query keeps ``k`` results.
+
+  Passages that match no query term all tie at 0; bm25s would return them in corpus order,
+  which leaks the corpus layout (xor_mini lists the gold paragraphs first) into the metrics.
+  """
+  if n <= 0:
+    return []
+  rng = np.random.default_rng([seed, zlib.crc32(qid.encode("utf-8"))])
+  out = []
+  for i in rng.permutation(len(pids)):
+    if pids[i] not in taken:
+      out.append((pids[i], 0.0))
+      if len(out) == n:
+        break
+  return out
 
 
 def read_corpus_with_titles(path: io.PathLike) -> dict[str, tuple[str, str]]:
