@@ -66,9 +66,9 @@ class Evaluator:
         )
       train = None
       if params is None and a.corpus and a.tokenizer in ("auto", "punkt"):
-        train = _lazy_corpus_texts(a.corpus, a.punkt_train_chars)
+        train = tokenize.corpus_texts(a.corpus)
       self.tokenizer, self.tokenizer_desc = tokenize.get_word_tokenizer(
-        a.tokenizer, punkt_params=params, train_texts=train
+        a.tokenizer, punkt_params=params, train_texts=train, train_chars=a.punkt_train_chars
       )
       logging.info("word tokenizer: %s", self.tokenizer_desc)
     return self.tokenizer
@@ -112,16 +112,6 @@ class Evaluator:
           "per_query": res["per_query"][m],
         }
     return {m: out[m] for m in self.metric_names}
-
-
-def _lazy_corpus_texts(corpus: str, max_chars: int):
-  texts, total = [], 0
-  for text in tokenize.corpus_texts(corpus):
-    texts.append(text)
-    total += len(text)
-    if total >= max_chars:
-      break
-  return texts
 
 
 def compare_runs(a: dict, b: dict, *, samples: int, confidence: float, seed: int) -> dict:

@@ -11,7 +11,7 @@ import json
 import os
 import pathlib
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 PathLike = str | os.PathLike
 
@@ -209,19 +209,15 @@ def write_xor_predictions(path: PathLike, preds: Iterable[XorPrediction]) -> Non
 # ----------------------------------------------------------------------------- corpus
 
 
-def read_corpus_texts(path: PathLike, ids: Iterable[str] | None = None) -> dict[str, str]:
-  """Streams a ``id\\ttext\\ttitle`` TSV (header row) keeping only the passages in ``ids``.
-
-  With ``ids=None`` it keeps all. Raises if an id that was asked for is not in the corpus.
-  """
+def iter_corpus(path: PathLike) -> Iterator[tuple[str, str, str]]:
+  """Streams (id, text, title) from a ``id\ttext\ttitle`` TSV with a header row."""
   path = _check_file(path, "corpus")
-  wanted = None if ids is None else set(ids)
-  texts: dict[str, str] = {}
   with open(path, encoding="utf-8") as f:
     header = f.readline().rstrip("\n").split("\t")
     if "id" not in header or "text" not in header:
       raise FormatError(f"{path}:1: header must name columns 'id' and 'text', got {header}")
     id_col, text_col = header.index("id"), header.index("text")
+    title_col = header.index("title") if "title" in header else None
     for lineno, line in enumerate(f, 2):
       line = line.rstrip("\n")
       if not line:
@@ -231,9 +227,16 @@ def read_corpus_texts(path: PathLike, ids: Iterable[str] | None = None) -> dict[
         raise FormatError(
           f"{path}:{lineno}: expected {len(header)} tab-separated fields {header}, got {len(parts)}"
         )
-      pid = parts[id_col]
-      if wanted is None or pid in wanted:
-        texts[pid] = parts[text_col]
+      yield parts[id_col], parts[text_col], "" if title_col is None else parts[title_col]
+
+
+def read_corpus_texts(path: PathLike, ids: Iterable[str] | None = None) -> dict[str, str]:
+  """Streams a corpus TSV keeping only the passages in ``ids`` (all with ``ids=None``).
+
+  Raises if an id that was asked for is not in the corpus.
+  """
+  wanted = None if ids is None else set(ids)
+  texts = {pid: text for pid, text, _ in iter_corpus(path) if wanted is None or pid in wanted}
   if wanted is not None:
     missing = wanted - texts.keys()
     if missing:

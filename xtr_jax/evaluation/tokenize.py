@@ -119,7 +119,8 @@ def load_punkt_params(path: io.PathLike) -> PunktParameters:
 
 def corpus_texts(corpus_path: io.PathLike) -> Iterable[str]:
   """Streams passage texts of a corpus TSV (in file order) for Punkt training."""
-  yield from io.read_corpus_texts(corpus_path).values()
+  for _, text, _ in io.iter_corpus(corpus_path):
+    yield text
 
 
 # ----------------------------------------------------------------------------- selection
@@ -130,6 +131,7 @@ def get_word_tokenizer(
   *,
   punkt_params: io.PathLike | None = None,
   train_texts: Iterable[str] | None = None,
+  train_chars: int = 2_000_000,
 ) -> tuple[WordTokenizer, str]:
   """Returns (tokenizer, description of what was used).
 
@@ -158,7 +160,8 @@ def get_word_tokenizer(
   if punkt_params is not None:
     params, source = load_punkt_params(punkt_params), f"params {os.fspath(punkt_params)}"
   elif train_texts is not None:
-    params, source = train_punkt(train_texts), "trained on the corpus"
+    params = train_punkt(train_texts, train_chars)
+    source = f"trained on the first {train_chars} characters of the corpus"
   else:
     raise ValueError("tokenizer 'punkt' needs punkt_params or training texts (a corpus)")
   logging.info("Punkt %s: %d abbreviations", source, len(params.abbrev_types))

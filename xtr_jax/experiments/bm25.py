@@ -70,18 +70,8 @@ def _random_fill(qid: str, pids: list[str], taken: set[str], n: int, seed: int):
 
 
 def read_corpus_with_titles(path: io.PathLike) -> dict[str, tuple[str, str]]:
-  """{pid: (title, text)} of a ``id\\ttext\\ttitle`` TSV."""
-  texts = io.read_corpus_texts(path)
-  titles: dict[str, str] = {}
-  with open(path, encoding="utf-8") as f:
-    header = f.readline().rstrip("\n").split("\t")
-    if "title" in header:
-      id_col, title_col = header.index("id"), header.index("title")
-      for line in f:
-        parts = line.rstrip("\n").split("\t")
-        if len(parts) == len(header):
-          titles[parts[id_col]] = parts[title_col]
-  return {pid: (titles.get(pid, ""), text) for pid, text in texts.items()}
+  """{pid: (title, text)} of a ``id\ttext\ttitle`` TSV."""
+  return {pid: (title, text) for pid, text, title in io.iter_corpus(path)}
 
 
 def main(argv: list[str] | None = None) -> int:
