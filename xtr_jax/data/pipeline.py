@@ -65,6 +65,8 @@ def get_dataset(
     ds = feature_converters.seq2seq_features(ds, lengths)
   else:
     eos_id = _eos_id(provider)
+    if isinstance(provider, seqio.Mixture):  # mixtures drop non-output features unless told
+      kwargs["passthrough_features"] = feature_converters.PASSTHROUGH
     ds = provider.get_dataset(sequence_length=None, trim_output_features=False, **kwargs)
     ds = feature_converters.dual_encoder_features(ds, feature_lengths, eos_id)
   ds = ds.batch(batch_size, drop_remainder=True)

@@ -7,6 +7,7 @@ Every example keeps its ids (``query_id``, ``passage_id``) so encoding tasks can
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable, Iterator
 
@@ -34,8 +35,18 @@ def _check_split(split: str, valid: tuple[str, ...], what: str) -> None:
     raise ValueError(f"{what} has no split {split!r}; valid splits: {', '.join(valid)}")
 
 
-def _dataset(gen: Callable[[], Iterator[dict]], signature) -> tf.data.Dataset:
-  return tf.data.Dataset.from_generator(gen, output_signature=signature)
+# Sources read from files smaller than this are cached in memory after the first epoch, so
+# repeating a small dataset (and filling a shuffle buffer with it) does not re-run Python.
+MEMORY_CACHE_BYTES = 64 << 20
+
+
+def _dataset(gen: Callable[[], Iterator[dict]], signature, files: tuple = ()) -> tf.data.Dataset:
+  ds = tf.data.Dataset.from_generator(gen, output_signature=signature)
+  try:
+    small = sum(os.path.getsize(f) for f in files if f is not None) < MEMORY_CACHE_BYTES
+  except OSError:
+    small = False
+  return ds.cache() if files and small else ds
 
 
 def swim_ir_examples(setting: str, code: str) -> Iterator[dict]:
@@ -57,27 +68,31 @@ def swim_ir_pairs(
 ) -> tf.data.Dataset:
   del shuffle_files, seed  # one file per language; examples are shuffled by the task
   _check_split(split, ("train",), f"SWIM-IR {setting}/{code}")
-  return _dataset(lambda: swim_ir_examples(setting, code), PAIR_SIGNATURE)
+  path = locations.swim_ir_file(setting, code)
+  return _dataset(lambda: swim_ir_examples(setting, code), PAIR_SIGNATURE, (path,))
 
 
 def xor_train_examples(lang: str) -> Iterator[dict]:
   """XOR-TyDi train pairs: DPR positives (``xor_train_full.json``) when present, else the gold
   paragraph pairs in the SWIM-IR layout (records whose ``source`` starts with ``xor_tydi``)."""
   dpr = locations.find_xor_file("dpr_train", required=False)
+  n = 0
   if dpr is not None:
     for i, ex in enumerate(readers.read_dpr(dpr)):
       if ex.lang != lang or not ex.positives:
         continue
       pos = ex.positives[0]
+      n += 1
       yield {
         "query_id": f"{lang}-train-{i}",
         "query": ex.question,
         "passage_id": pos.id,
         "passage": readers.passage_text(pos.title, pos.text),
         "lang": lang,
-        "negatives": [readers.passage_text(n.title, n.text) for n in ex.hard_negatives],
+        "negatives": [readers.passage_text(c.title, c.text) for c in ex.hard_negatives],
       }
-    return
+    if n:
+      return
   try:
     path = locations.swim_ir_file("cross_lingual", lang)
   except FileNotFoundError as e:
@@ -85,7 +100,6 @@ def xor_train_examples(lang: str) -> Iterator[dict]:
       f"no XOR-TyDi train pairs for {lang!r}: no DPR file "
       f"({', '.join(locations.XOR_FILES['dpr_train'])}) and {e}"
     ) from None
-  n = 0
   for r in readers.read_swim_ir(path):
     if str(r.extra.get("source", "")).startswith(XOR_GOLD_SOURCE_PREFIX):
       n += 1
@@ -149,9 +163,23 @@ def xor_pairs(
   del shuffle_files, seed
   _check_split(split, ("train", "dev"), f"XOR-TyDi pairs ({lang})")
   make = xor_train_examples if split == "train" else xor_dev_examples
+  if split == "train":
+    files = (
+      locations.find_xor_file("dpr_train", required=False),
+      _swim_ir_file_or_none("cross_lingual", lang),
+    )
+  else:
+    files = tuple(locations.find_xor_file(k) for k in ("dev", "dev_qrels", "corpus"))
   if k is None:
-    return _dataset(lambda: make(lang), XOR_PAIR_SIGNATURE)
-  return _dataset(lambda: iter(few_shot(make(lang), k, few_shot_seed)), XOR_PAIR_SIGNATURE)
+    return _dataset(lambda: make(lang), XOR_PAIR_SIGNATURE, files)
+  return _dataset(lambda: iter(few_shot(make(lang), k, few_shot_seed)), XOR_PAIR_SIGNATURE, files)
+
+
+def _swim_ir_file_or_none(setting: str, code: str):
+  try:
+    return locations.swim_ir_file(setting, code)
+  except FileNotFoundError:
+    return None
 
 
 def xor_queries(
@@ -166,7 +194,7 @@ def xor_queries(
       if lang is None or q.lang == lang:
         yield {"query_id": q.id, "query": q.question, "lang": q.lang}
 
-  return _dataset(gen, QUERY_SIGNATURE)
+  return _dataset(gen, QUERY_SIGNATURE, (locations.find_xor_file(split),))
 
 
 def xor_corpus(split: str, shuffle_files: bool = False, seed: int | None = None) -> tf.data.Dataset:
@@ -178,4 +206,4 @@ def xor_corpus(split: str, shuffle_files: bool = False, seed: int | None = None)
     for p in readers.read_corpus(locations.find_xor_file("corpus")):
       yield {"passage_id": p.id, "passage": readers.passage_text(p.title, p.text)}
 
-  return _dataset(gen, PASSAGE_SIGNATURE)
+  return _dataset(gen, PASSAGE_SIGNATURE, (locations.find_xor_file("corpus"),))
