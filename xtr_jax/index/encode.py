@@ -286,13 +286,14 @@ def encode_corpus(
     if shard not in done:
       batch.append(passage)
     row += 1
-    bar.update(1)
     if row % params.shard_size == 0:
       if shard not in done:
         flush(shard, row - len(batch), batch)
+      bar.update(params.shard_size)  # counts encoded (or already encoded) passages
       batch, shard = [], shard + 1
   if batch and shard not in done:
     flush(shard, row - len(batch), batch)
+  bar.update(row % params.shard_size)
   bar.close()
   if row == 0:
     raise ValueError(f"{corpus_path}: no passages after the header")

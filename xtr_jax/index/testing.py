@@ -41,7 +41,9 @@ def write_corpus(path: str, num_passages: int, seed: int = 0) -> list[str]:
   return pids
 
 
-def train_vocabulary(texts: list[str], prefix: str, vocab_size: int = 120) -> str:
+def train_vocabulary(
+  texts: list[str], prefix: str, vocab_size: int = 120, character_coverage: float = 1.0
+) -> str:
   import sentencepiece as spm  # noqa: PLC0415
 
   spm.SentencePieceTrainer.train(
@@ -53,7 +55,7 @@ def train_vocabulary(texts: list[str], prefix: str, vocab_size: int = 120) -> st
     unk_id=2,
     bos_id=-1,
     model_type="unigram",
-    character_coverage=1.0,
+    character_coverage=character_coverage,
     hard_vocab_limit=False,
     minloglevel=2,
   )
