@@ -170,7 +170,7 @@ def xor_pairs(
     )
   else:
     files = tuple(locations.find_xor_file(k) for k in ("dev", "dev_qrels", "corpus"))
-  if k is None:
+  if k is None or split == "dev":  # few-shot limits training data only
     return _dataset(lambda: make(lang), XOR_PAIR_SIGNATURE, files)
   return _dataset(lambda: iter(few_shot(make(lang), k, few_shot_seed)), XOR_PAIR_SIGNATURE, files)
 
