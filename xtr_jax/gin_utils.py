@@ -57,7 +57,13 @@ def parse_gin(
   search_paths: list[str] | None = None,
   finalize: bool = True,
 ) -> None:
-  """Parses gin files and bindings, with clear errors naming the file or binding."""
+  """Parses gin files and bindings, with clear errors naming the file or binding.
+
+  Starts from a clean configuration: each CLI entry point owns the whole gin state, so two
+  commands run in one process (the demo, the sweep runner, tests) do not leak bindings or
+  trip over a config that the previous one locked.
+  """
+  gin.clear_config()
   search_paths = list(search_paths or [])
   for root in [*search_paths, str(GIN_DIR)]:
     if os.path.isdir(root):
