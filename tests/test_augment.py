@@ -1,0 +1,166 @@
+"""Passage augmentation with generated questions: maths vs numpy loops, streaming, end to end."""
+
+import json
+import zlib
+
+import numpy as np
+import pytest
+
+from xtr_jax.data.readers import GeneratedQueries
+from xtr_jax.index import augment
+
+D = 8
+
+
+def _vec(text: str) -> np.ndarray:
+  rng = np.random.default_rng(zlib.crc32(text.encode()))
+  v = rng.normal(size=D).astype(np.float32)
+  return v / np.linalg.norm(v)
+
+
+def fake_token_encoder(texts):
+  """One unit vector per word: deterministic, so expected outputs can be built by hand."""
+  return [np.stack([_vec(w) for w in t.split()]) for t in texts]
+
+
+def fake_single_encoder(texts):
+  return np.stack([_vec(t) for t in texts])
+
+
+RECORDS = [
+  GeneratedQueries("p0", {"ja": ["a b", "c"], "ko": ["d e f"]}),
+  GeneratedQueries("p1", {"ko": ["g"], "ja": [" "]}),  # blank questions are skipped
+  GeneratedQueries("p2", {}),
+  GeneratedQueries("p3", {"th": ["h i"], "ja": ["j"]}),
+  GeneratedQueries("p4", {"ja": ["k l m n"]}),
+]
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+def test_single_vector_matches_loop(reduce):
+  rng = np.random.default_rng(0)
+  p, qs = rng.normal(size=D), rng.normal(size=(3, D))
+  alpha = 0.3
+  expected = np.zeros(D)
+  for j in range(D):
+    pooled = 0.0
+    for q in qs:
+      pooled += q[j]
+    if reduce == "mean":
+      pooled /= len(qs)
+    expected[j] = (1 - alpha) * p[j] + alpha * pooled
+  np.testing.assert_allclose(augment.augment_single_vector(p, qs, alpha, reduce), expected, 1e-5)
+  np.testing.assert_allclose(augment.augment_single_vector(p, np.zeros((0, D))), p, 1e-6)
+  with pytest.raises(ValueError, match="reduce='max'"):
+    augment.augment_single_vector(p, qs, reduce="max")
+
+
+def test_passage_matrix_uses_each_passages_own_questions():
+  ids = ["p0", "p1", "p2", "p3", "p4", "p5"]
+  mat = np.random.default_rng(1).normal(size=(6, D)).astype(np.float32)
+  out = augment.augment_passage_matrix(mat, ids, RECORDS, fake_single_encoder, alpha=0.01)
+  q0 = [_vec(t) for t in ["a b", "c", "d e f"]]
+  np.testing.assert_allclose(out[0], 0.99 * mat[0] + 0.01 * np.sum(q0, 0), rtol=1e-5)
+  np.testing.assert_allclose(out[1], 0.99 * mat[1] + 0.01 * _vec("g"), rtol=1e-5)
+  np.testing.assert_array_equal(out[2], mat[2])  # no questions
+  np.testing.assert_array_equal(out[5], mat[5])  # no record
+  only_ja = augment.augment_passage_matrix(mat, ids, RECORDS, fake_single_encoder, languages=["ja"])
+  np.testing.assert_allclose(only_ja[3], 0.99 * mat[3] + 0.01 * _vec("j"), rtol=1e-5)
+  with pytest.raises(KeyError, match="'p3'"):
+    augment.augment_passage_matrix(mat[:3], ids[:3], RECORDS, fake_single_encoder)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 64])
+def test_token_extra_vectors_stream(chunk_size):
+  out = dict(
+    augment.extra_vectors_from_generated(
+      RECORDS, fake_token_encoder, weight=0.5, chunk_size=chunk_size
+    )
+  )
+  assert list(out) == ["p0", "p1", "p3", "p4"]  # in input order, empty ones skipped
+  # p0: languages sorted (ja then ko), questions in order, every word's vector, times 0.5.
+  expected = np.stack([_vec(w) for w in "a b c d e f".split()]) * 0.5
+  np.testing.assert_allclose(out["p0"], expected, rtol=1e-6)
+  np.testing.assert_allclose(out["p1"], _vec("g")[None] * 0.5, rtol=1e-6)
+  assert out["p4"].shape == (4, D)
+  only_th = dict(
+    augment.extra_vectors_from_generated(RECORDS, fake_token_encoder, languages=["th"])
+  )
+  assert list(only_th) == ["p3"] and only_th["p3"].shape == (2, D)
+
+
+def test_pooled_vector_per_language():
+  out = dict(
+    augment.extra_vectors_from_generated(
+      RECORDS, fake_token_encoder, mode="pooled_per_language", chunk_size=2
+    )
+  )
+  ja = np.mean([_vec(w) for w in "a b c".split()], 0)
+  ko = np.mean([_vec(w) for w in "d e f".split()], 0)
+  np.testing.assert_allclose(
+    out["p0"], np.stack([ja / np.linalg.norm(ja), ko / np.linalg.norm(ko)]), rtol=1e-5
+  )
+  np.testing.assert_allclose(np.linalg.norm(out["p3"], axis=1), [1.0, 1.0], rtol=1e-5)
+  with pytest.raises(ValueError, match="mode='words'"):
+    list(augment.extra_vectors_from_generated(RECORDS, fake_token_encoder, mode="words"))
+
+
+def test_reads_the_generate_output_file_with_clear_errors(tmp_path):
+  path = tmp_path / "generated.jsonl"
+  path.write_text(
+    json.dumps({"docid": "p0", "generated_queries": {"ja": ["a b"]}})
+    + "\n"
+    + json.dumps({"docid": "p1", "generated_queries": {"ja": "not a list"}})
+    + "\n"
+  )
+  stream = augment.extra_vectors_from_generated(str(path), fake_token_encoder)
+  with pytest.raises(ValueError, match="generated.jsonl:2"):
+    list(stream)
+
+
+def test_index_end_to_end_generated_question_finds_its_passage(tmp_path):
+  """Tiny corpus + random XTR model: a query equal to a generated question of passage X
+  retrieves X first only once X is augmented with that question's token vectors."""
+  from xtr_jax.index.cli import build_from_corpus  # noqa: PLC0415
+  from xtr_jax.index.encode import EncodeParams, TokenEncoder, Tokenizer  # noqa: PLC0415
+  from xtr_jax.index.retriever import Retriever, load_model  # noqa: PLC0415
+  from xtr_jax.index.testing import make_tiny_setup  # noqa: PLC0415
+
+  setup = make_tiny_setup(str(tmp_path / "tiny"), num_passages=20)
+  params, config, proj_dim, fingerprint, extra = load_model(setup.checkpoint)
+  tokenizer = Tokenizer(setup.vocabulary, config.vocab_size, config.eos_token_id)
+  encoder = TokenEncoder(params, config, proj_dim)
+  question = "island bridge temple song"
+  target = setup.passage_ids[7]
+  generated = tmp_path / "generated.jsonl"
+  generated.write_text(json.dumps({"docid": target, "generated_queries": {"ja": [question]}}))
+  encode = augment.token_encode_fn(encoder, tokenizer, max_length=16)
+  n_question_tokens = len(tokenizer.encode([question], 16)[0])
+  results = {}
+  for name, extra_vectors in [
+    ("plain", None),
+    ("augmented", augment.extra_vectors_from_generated(str(generated), encode)),
+  ]:
+    out = str(tmp_path / name)
+    manifest = build_from_corpus(
+      setup.corpus,
+      out,
+      params,
+      config,
+      proj_dim=proj_dim,
+      model_fingerprint=fingerprint,
+      tokenizer=tokenizer,
+      checkpoint=setup.checkpoint,
+      encode_params=EncodeParams(max_length=64, batch_size=8),
+      extra_vectors=extra_vectors,
+      backend="brute_force",
+      progress=False,
+    )
+    results[name] = (manifest, Retriever.load(out).search([question], k=3, exact=True)[0])
+  plain, augmented = results["plain"], results["augmented"]
+  assert augmented[0]["num_tokens"] == plain[0]["num_tokens"] + n_question_tokens
+  top_pid, top_score = augmented[1][0]
+  assert top_pid == target
+  # Every query token finds itself (cosine 1, float16 storage) among the extra vectors.
+  assert top_score == pytest.approx(1.0, abs=1e-2)  # MaxSim averaged over query tokens
+  assert dict(plain[1]).get(target, -1e9) < top_score - 1e-3

@@ -1,0 +1,361 @@
+"""``xtr-jax generate``: xQG questions for every passage of a corpus, in many languages.
+
+Each passage and language becomes the prompt ``Generate a {Language} question for this
+passage: {title} {text}`` (the data wing's seq2seq task input); the mT5 generator decodes
+``--num_questions`` questions per prompt with greedy, top-k sampling or beam search, batched
+and sharded over the local devices.
+
+Output: JSONL ``{"docid": ..., "generated_queries": {code: [question, ...]}}`` (the published
+xQG layout), optionally also SWIM-IR records (``_id, lang, code, query, title, text``) so the
+questions can train a retriever directly.
+
+Crash safety: both files are append-only; after each batch they are flushed and fsynced and
+then ``OUTPUT.progress.json`` (written atomically) records their byte sizes, the number of
+passages done and the settings. A rerun with the same flags truncates the files to the recorded
+sizes (dropping any half-written batch or line) and continues after the last finished passage.
+Sampling keys are derived from the seed and the passage position, so a resumed run writes the
+same bytes as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+import gin
+from xtr_jax.checkpoints.orbax_io import load_checkpoint
+from xtr_jax.data.languages import language_name
+from xtr_jax.data.readers import read_corpus
+from xtr_jax.gin_utils import parse_args_with_gin
+from xtr_jax.index.encode import Tokenizer
+from xtr_jax.models import decoding
+from xtr_jax.models.config import T5Config
+
+# Must equal xtr_jax.data.preprocessors.XQG_PROMPT (checked by a test); copied here so the
+# command does not import TensorFlow.
+XQG_PROMPT = "Generate a {language} question for this passage: "
+PROGRESS_SUFFIX = ".progress.json"
+
+
+def xqg_input(code: str, title: str, text: str) -> str:
+  passage = f"{title} {text}" if title else text
+  return XQG_PROMPT.format(language=language_name(code)) + passage
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeSettings:
+  strategy: str = "topk"
+  num_questions: int = 1
+  top_k: int = 10
+  temperature: float = 1.0
+  beam_size: int = 4
+  alpha: float = 0.6
+  max_input_length: int = 256
+  max_decode_length: int = 64
+
+  def check(self) -> None:
+    if self.strategy not in decoding.STRATEGIES:
+      raise ValueError(f"--strategy={self.strategy!r}; expected one of {decoding.STRATEGIES}")
+    if self.num_questions < 1:
+      raise ValueError(f"--num_questions={self.num_questions} must be >= 1")
+    if self.strategy == "greedy" and self.num_questions != 1:
+      raise ValueError(
+        f"--strategy=greedy gives one question per prompt; got --num_questions="
+        f"{self.num_questions} (use topk or beam)"
+      )
+    if self.strategy == "beam" and self.num_questions > self.beam_size:
+      raise ValueError(f"--num_questions={self.num_questions} exceeds --beam_size={self.beam_size}")
+    if self.strategy == "topk" and self.temperature <= 0:
+      raise ValueError(f"--temperature={self.temperature} must be > 0 for topk sampling")
+    if self.max_input_length < 2 or self.max_decode_length < 1:
+      raise ValueError(
+        f"--max_input_length={self.max_input_length} (>= 2) and --max_decode_length="
+        f"{self.max_decode_length} (>= 1) out of range"
+      )
+
+
+class QuestionGenerator:
+  """Jitted, device-sharded prompt -> questions, for one mT5 checkpoint."""
+
+  def __init__(self, params, config: T5Config, tokenizer, settings: DecodeSettings):
+    settings.check()
+    self.config, self.tokenizer, self.settings = config, tokenizer, settings
+    devices = np.array(jax.devices())
+    self.num_devices = devices.size
+    mesh = Mesh(devices, ("data",))
+    self.batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
+    self.params = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
+
+  def round_rows(self, rows: int) -> int:
+    return -(-rows // self.num_devices) * self.num_devices
+
+  def __call__(self, prompts: list[str], rng: jax.Array, rows: int) -> list[list[str]]:
+    """``num_questions`` questions per prompt; the batch is padded to ``rows`` (fixed shape)."""
+    s = self.settings
+    ids = self.tokenizer.encode(prompts, s.max_input_length)
+    batch = np.zeros((rows, s.max_input_length), np.int32)
+    for i, row in enumerate(ids):
+      batch[i, : len(row)] = row
+    out = decoding.generate(
+      self.params,
+      jax.device_put(batch, self.batch_sharding),
+      rng,
+      config=self.config,
+      strategy=s.strategy,
+      max_decode_length=s.max_decode_length,
+      num_return=s.num_questions,
+      top_k=s.top_k,
+      temperature=s.temperature,
+      beam_size=s.beam_size,
+      alpha=s.alpha,
+    )
+    tokens = np.asarray(out.tokens)
+    return [[self.detokenize(t) for t in tokens[i]] for i in range(len(prompts))]
+
+  def detokenize(self, tokens) -> str:
+    """Text up to EOS; ids past the SentencePiece model (mT5 pads its vocabulary) -> unk."""
+    sp = self.tokenizer.sp
+    ids = decoding.trim_at_eos(tokens, self.config.eos_token_id)
+    size, unk = sp.get_piece_size(), sp.unk_id()
+    return sp.decode([i if i < size else unk for i in ids])
+
+
+# ------------------------------------------------------------------------ resumable output
+
+
+def _atomic_write_json(path: str, obj) -> None:
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def _open_for_resume(path: str, size: int) -> object:
+  """Opens ``path`` for appending after truncating it to ``size`` bytes (drops partial work)."""
+  actual = os.path.getsize(path) if os.path.exists(path) else 0
+  if actual < size:
+    raise RuntimeError(
+      f"{path} has {actual} bytes but its progress file records {size}; the output was "
+      "modified outside this command (delete it and its progress file to start over)"
+    )
+  f = open(path, "ab")  # noqa: SIM115 (closed by the caller)
+  f.truncate(size)
+  return f
+
+
+def _batches(passages: Iterator, size: int) -> Iterator[list]:
+  batch = []
+  for p in passages:
+    batch.append(p)
+    if len(batch) == size:
+      yield batch
+      batch = []
+  if batch:
+    yield batch
+
+
+def generate_corpus(
+  corpus: str,
+  output: str,
+  generator: QuestionGenerator,
+  languages: list[str],
+  *,
+  batch_size: int = 16,
+  seed: int = 0,
+  swim_ir_output: str | None = None,
+  fingerprint: str = "",
+  progress: bool = True,
+  max_batches: int | None = None,
+) -> dict:
+  """Generates questions for every passage of ``corpus``; resumes from ``output``'s progress.
+
+  ``batch_size`` counts passages; each step decodes ``batch_size * len(languages)`` prompts.
+  ``max_batches`` stops early (for tests and for splitting a job into bounded runs).
+  """
+  for code in languages:
+    language_name(code)  # clear error for unknown codes
+  settings = {
+    "corpus": os.path.abspath(corpus),
+    "languages": languages,
+    "batch_size": batch_size,
+    "seed": seed,
+    "swim_ir_output": os.path.abspath(swim_ir_output) if swim_ir_output else None,
+    "model_fingerprint": fingerprint,
+    "decode": dataclasses.asdict(generator.settings),
+  }
+  progress_path = output + PROGRESS_SUFFIX
+  state = {"passages": 0, "output_bytes": 0, "swim_ir_bytes": 0, "last_docid": None}
+  if os.path.exists(progress_path):
+    with open(progress_path, encoding="utf-8") as f:
+      saved = json.load(f)
+    diff = sorted(k for k in settings if saved["settings"].get(k) != settings[k])
+    if diff:
+      raise ValueError(
+        f"{progress_path}: cannot resume, settings differ: "
+        + "; ".join(f"{k}: was {saved['settings'].get(k)!r}, now {settings[k]!r}" for k in diff)
+      )
+    state = saved["state"]
+    logging.info("resuming %s after %d passages", output, state["passages"])
+  elif os.path.exists(output) and os.path.getsize(output) > 0:
+    raise FileExistsError(
+      f"{output} exists but {progress_path} does not; refusing to overwrite (delete it first)"
+    )
+  out = _open_for_resume(output, state["output_bytes"])
+  swim = _open_for_resume(swim_ir_output, state["swim_ir_bytes"]) if swim_ir_output else None
+  rows = generator.round_rows(batch_size * len(languages))
+  base_key = jax.random.PRNGKey(seed)
+  passages = read_corpus(corpus)
+  done = state["passages"]
+  last = None
+  for p in itertools.islice(passages, done):  # skip what is already written
+    last = p.id
+  if done and last != state["last_docid"]:
+    raise ValueError(
+      f"{corpus}: passage {done} is {last!r} but {output} ended with "
+      f"{state['last_docid']!r}; the corpus changed since the run started"
+    )
+  bar = None
+  if progress:
+    from tqdm import tqdm  # noqa: PLC0415
+
+    bar = tqdm(initial=done, unit="passage", desc="generate")
+  t0, new = time.time(), 0
+  try:
+    for b, batch in enumerate(_batches(passages, batch_size)):
+      if max_batches is not None and b >= max_batches:
+        break
+      prompts = [xqg_input(c, p.title, p.text) for p in batch for c in languages]
+      questions = generator(prompts, jax.random.fold_in(base_key, done), rows)
+      lines, swim_lines = [], []
+      for i, p in enumerate(batch):
+        per_lang = {c: questions[i * len(languages) + j] for j, c in enumerate(languages)}
+        lines.append(json.dumps({"docid": p.id, "generated_queries": per_lang}, ensure_ascii=False))
+        for c, qs in per_lang.items():
+          for k, q in enumerate(qs):
+            rec = {
+              "_id": f"{p.id}-{c}-{k}",
+              "lang": language_name(c),
+              "code": c,
+              "query": q,
+              "title": p.title,
+              "text": p.text,
+            }
+            swim_lines.append(json.dumps(rec, ensure_ascii=False))
+      if swim is not None:
+        swim.write(("\n".join(swim_lines) + "\n").encode("utf-8"))
+        swim.flush()
+        os.fsync(swim.fileno())
+        state["swim_ir_bytes"] = swim.tell()
+      out.write(("\n".join(lines) + "\n").encode("utf-8"))
+      out.flush()
+      os.fsync(out.fileno())
+      done += len(batch)
+      new += len(batch)
+      state.update(passages=done, output_bytes=out.tell(), last_docid=batch[-1].id)
+      _atomic_write_json(progress_path, {"settings": settings, "state": state})
+      if bar is not None:
+        bar.update(len(batch))
+  finally:
+    out.close()
+    if swim is not None:
+      swim.close()
+    if bar is not None:
+      bar.close()
+  seconds = time.time() - t0
+  return {"passages": done, "new_passages": new, "seconds": seconds}
+
+
+# --------------------------------------------------------------------------------- command
+
+
+def main(argv: list[str]) -> int:
+  parser = argparse.ArgumentParser(prog="xtr-jax generate", description=__doc__.split("\n")[0])
+  parser.add_argument("--checkpoint", required=True, help="mT5 (model_kind 'mt5') checkpoint.")
+  parser.add_argument("--corpus", required=True, help="TSV corpus: id, text, title (header).")
+  parser.add_argument("--output", required=True, help="Generated-questions JSONL to write.")
+  parser.add_argument("--languages", required=True, help="Comma-separated codes, e.g. ja,ko.")
+  parser.add_argument("--num_questions", type=int, default=1, help="Questions per language.")
+  parser.add_argument("--strategy", default="topk", choices=decoding.STRATEGIES)
+  parser.add_argument("--top_k", type=int, default=10, help="topk: sample among the k best.")
+  parser.add_argument("--temperature", type=float, default=1.0)
+  parser.add_argument("--beam_size", type=int, default=4)
+  parser.add_argument("--alpha", type=float, default=0.6, help="Beam length penalty.")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--batch_size", type=int, default=16, help="Passages per step.")
+  parser.add_argument("--max_input_length", type=int, default=256)
+  parser.add_argument("--max_decode_length", type=int, default=64)
+  parser.add_argument("--vocabulary", help="SentencePiece model (default: the checkpoint's).")
+  parser.add_argument("--swim_ir_output", help="Also write SWIM-IR layout records here.")
+  parser.add_argument("--max_batches", type=int, help="Stop after this many batches.")
+  parser.add_argument("--no_progress", action="store_true", help="No progress bar.")
+  args = parse_args_with_gin(parser, argv)
+  try:
+    return _run(parser, args)
+  finally:
+    gin.clear_config()  # leave no locked config behind for in-process callers (tests)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+  languages = [c.strip() for c in args.languages.split(",") if c.strip()]
+  if not languages:
+    parser.error("--languages is empty")
+  try:
+    for c in languages:
+      language_name(c)
+    settings = DecodeSettings(
+      strategy=args.strategy,
+      num_questions=args.num_questions,
+      top_k=args.top_k,
+      temperature=args.temperature,
+      beam_size=args.beam_size,
+      alpha=args.alpha,
+      max_input_length=args.max_input_length,
+      max_decode_length=args.max_decode_length,
+    )
+    settings.check()
+  except ValueError as e:
+    parser.error(str(e))
+  if not os.path.isfile(args.corpus):
+    parser.error(f"--corpus {args.corpus}: file not found")
+
+  ckpt = load_checkpoint(args.checkpoint)
+  if ckpt.model_kind != "mt5":
+    parser.error(
+      f"--checkpoint {args.checkpoint} has model_kind={ckpt.model_kind!r}; generation needs "
+      "an encoder-decoder ('mt5') checkpoint"
+    )
+  vocabulary = args.vocabulary or ckpt.extra.get("vocabulary")
+  if not vocabulary:
+    parser.error("--vocabulary is required: the checkpoint records no vocabulary")
+  tokenizer = Tokenizer(vocabulary, ckpt.config.vocab_size, ckpt.config.eos_token_id)
+  generator = QuestionGenerator(ckpt.params, ckpt.config, tokenizer, settings)
+  stats = generate_corpus(
+    args.corpus,
+    args.output,
+    generator,
+    languages,
+    batch_size=args.batch_size,
+    seed=args.seed,
+    swim_ir_output=args.swim_ir_output,
+    fingerprint=ckpt.fingerprint,
+    progress=not args.no_progress,
+    max_batches=args.max_batches,
+  )
+  print(
+    f"generated {args.output}: {stats['passages']} passages ({stats['new_passages']} new, "
+    f"{stats['seconds']:.1f}s)"
+  )
+  return 0
