@@ -1,1 +1,1 @@
-"""xtr_jax.training."""
+"""Losses, partitioning and the t5x-style trainer (``xtr-jax train``)."""

@@ -1,0 +1,207 @@
+"""Batch factories for the trainer: ``factory(start_step, shard_index, num_shards) -> Iterator``.
+
+The trainer only needs such a factory; it recreates the iterator at the restored step when
+it resumes. ``jsonl_pairs_batches`` is a dependency-light reader of SWIM-IR-layout pair files
+(``query`` + ``title``/``text`` per line) tokenised with a SentencePiece model, so training
+runs without the seqio pipeline; ``seqio_batches`` wraps ``xtr_jax.data.pipeline``.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+import gin
+
+Batch = dict[str, np.ndarray]
+BatchFactory = Callable[[int, int, int], Iterator[Batch]]
+PAD, EOS = 0, 1
+
+
+def read_pairs(pattern: str) -> list[dict[str, str]]:
+  """(id, query, passage) records from JSONL files; errors name the file and line."""
+  paths = sorted(glob.glob(pattern))
+  if not paths:
+    raise FileNotFoundError(f"no pair files match {pattern!r}")
+  records = []
+  for path in paths:
+    with open(path, encoding="utf-8") as f:
+      for lineno, line in enumerate(f, 1):
+        if not line.strip():
+          continue
+        try:
+          row = json.loads(line)
+        except json.JSONDecodeError as e:
+          raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
+        missing = [k for k in ("query", "text") if not isinstance(row.get(k), str)]
+        if missing:
+          raise ValueError(f"{path}:{lineno}: record lacks string field(s) {missing}")
+        title = row.get("title") or ""
+        records.append(
+          {
+            "id": str(row.get("_id", f"{os.path.basename(path)}:{lineno}")),
+            "query": row["query"],
+            "passage": f"{title} {row['text']}".strip(),
+          }
+        )
+  return records
+
+
+def is_heldout(record_id: str, fraction: float) -> bool:
+  """Stable split by a hash of the id, independent of file order."""
+  h = int(hashlib.sha1(record_id.encode("utf-8")).hexdigest()[:8], 16)
+  return h / 0xFFFFFFFF < fraction
+
+
+def train_sentencepiece(texts: list[str], path: str, vocab_size: int) -> str:
+  """Trains a SentencePiece model (pad 0, eos 1, unk 2, no bos) and writes it atomically."""
+  import sentencepiece as spm
+
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  with tempfile.TemporaryDirectory(dir=directory) as tmp:
+    corpus = os.path.join(tmp, "corpus.txt")
+    with open(corpus, "w", encoding="utf-8") as f:
+      for text in texts:
+        f.write(text.replace("\n", " ") + "\n")
+    spm.SentencePieceTrainer.train(
+      input=corpus,
+      model_prefix=os.path.join(tmp, "spm"),
+      vocab_size=vocab_size,
+      pad_id=PAD,
+      eos_id=EOS,
+      unk_id=2,
+      bos_id=-1,
+      character_coverage=0.9995,
+      model_type="unigram",
+      input_sentence_size=200_000,
+      shuffle_input_sentence=True,
+      hard_vocab_limit=False,
+      minloglevel=2,
+    )
+    os.replace(os.path.join(tmp, "spm.model"), path)
+  return path
+
+
+def encode(processor, texts: list[str], length: int) -> np.ndarray:
+  """Token ids with EOS appended, truncated/padded to ``length`` (0 = padding)."""
+  out = np.zeros((len(texts), length), np.int32)
+  for i, ids in enumerate(processor.encode(texts)):
+    ids = list(ids)[: length - 1] + [EOS]
+    out[i, : len(ids)] = ids
+  return out
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+  return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+@gin.configurable
+def jsonl_pairs_batches(
+  pattern: str = gin.REQUIRED,
+  vocabulary: str = gin.REQUIRED,
+  batch_size: int = 32,
+  query_length: int = 32,
+  passage_length: int = 128,
+  split: str = "train",
+  heldout_fraction: float = 0.05,
+  seed: int = 0,
+  converter: str = "dual_encoder",
+  train_vocab_size: int | None = None,
+) -> BatchFactory:
+  """Deterministic, resumable batches of (query, passage) pairs.
+
+  Step s of the stream is rows [s*B, (s+1)*B) of an endless sequence of per-epoch
+  permutations (seeded by (seed, epoch)); shard k of n takes its B/n contiguous rows. The
+  held-out split (a hash of ``_id``) never enters training. ``converter='seq2seq'`` gives
+  passage -> query batches with seqio's EncDecFeatureConverter names for xQG. When
+  ``vocabulary`` does not exist and ``train_vocab_size`` is set, a SentencePiece model is
+  trained on the training split's texts and written there first.
+  """
+  if split not in ("train", "heldout"):
+    raise ValueError(f"jsonl_pairs_batches.split={split!r}; expected 'train' or 'heldout'")
+  if converter not in ("dual_encoder", "seq2seq"):
+    raise ValueError(f"jsonl_pairs_batches.converter={converter!r}")
+  records = read_pairs(pattern)
+  if not os.path.exists(vocabulary):
+    if not train_vocab_size:
+      raise FileNotFoundError(f"SentencePiece model {vocabulary!r} not found")
+    train = [r for r in records if not is_heldout(r["id"], heldout_fraction)]
+    texts = [r["query"] for r in train] + sorted({r["passage"] for r in train})
+    logging.info("training a %d-piece SentencePiece model -> %s", train_vocab_size, vocabulary)
+    train_sentencepiece(texts, vocabulary, train_vocab_size)
+  import sentencepiece as spm
+
+  processor = spm.SentencePieceProcessor(model_file=vocabulary)
+  keep = [r for r in records if is_heldout(r["id"], heldout_fraction) == (split == "heldout")]
+  if len(keep) < batch_size:
+    raise ValueError(
+      f"split {split!r} of {pattern!r} has {len(keep)} pairs, fewer than batch_size={batch_size}"
+    )
+  queries = encode(processor, [r["query"] for r in keep], query_length)
+  passages = encode(processor, [r["passage"] for r in keep], passage_length)
+  logging.info("%s: %d %s pairs", pattern, len(keep), split)
+  per_epoch = len(keep) // batch_size  # drop the ragged tail of each epoch
+
+  def factory(start_step: int = 0, shard_index: int = 0, num_shards: int = 1) -> Iterator[Batch]:
+    if batch_size % num_shards:
+      raise ValueError(f"batch_size={batch_size} not divisible by num_shards={num_shards}")
+    local = batch_size // num_shards
+    step = start_step
+    while True:
+      epoch, offset = divmod(step, per_epoch)
+      order = _epoch_order(len(keep), seed, epoch)
+      rows = order[offset * batch_size : (offset + 1) * batch_size]
+      rows = rows[shard_index * local : (shard_index + 1) * local]
+      q, p = queries[rows], passages[rows]
+      if converter == "dual_encoder":
+        yield {"query_tokens": q, "passage_tokens": p}
+      else:
+        targets = q
+        inputs = np.concatenate([np.zeros_like(targets[:, :1]), targets[:, :-1]], axis=1)
+        yield {
+          "encoder_input_tokens": p,
+          "decoder_input_tokens": inputs,
+          "decoder_target_tokens": targets,
+          "decoder_loss_weights": (targets != PAD).astype(np.int32),
+        }
+      step += 1
+
+  factory.steps_per_epoch = per_epoch  # type: ignore[attr-defined]
+  return factory
+
+
+@gin.configurable
+def seqio_batches(
+  name: str = gin.REQUIRED,
+  split: str = "train",
+  feature_lengths: dict[str, int] | None = None,
+  batch_size: int = 32,
+  seed: int = 0,
+  converter: str = "dual_encoder",
+) -> BatchFactory:
+  """``xtr_jax.data.pipeline.get_batches`` (seqio tasks/mixtures) as a batch factory."""
+
+  def factory(start_step: int = 0, shard_index: int = 0, num_shards: int = 1):
+    from xtr_jax.data import pipeline
+
+    return pipeline.get_batches(
+      name,
+      split,
+      feature_lengths,
+      batch_size,
+      seed=seed,
+      start_step=start_step,
+      shard_index=shard_index,
+      num_shards=num_shards,
+      converter=converter,
+    )
+
+  return factory

@@ -1,0 +1,133 @@
+"""Device mesh, t5x-style logical axis rules and the shardings of params, state and batches.
+
+Parameters carry logical axis names (``vocab``, ``embed``, ``mlp``, ``heads``, ...); the
+rules map them onto the two mesh axes: ``data`` (batch parallelism) and ``model`` (tensor
+parallelism). Everything else is left to GSPMD: the mesh uses ``AxisType.Auto`` and the
+step functions are plain ``jax.jit`` with ``in_shardings``/``out_shardings``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+import gin
+
+AxisRules = Sequence[tuple[str, str | None]]
+
+# t5x's standard rules for a ('data', 'model') mesh: 1D parameter partitioning over 'model'.
+DEFAULT_RULES: tuple[tuple[str, str | None], ...] = (
+  ("batch", "data"),
+  ("vocab", "model"),
+  ("mlp", "model"),
+  ("heads", "model"),
+  ("joined_kv", "model"),
+  ("embed", None),
+  ("kv", None),
+  ("relpos_buckets", None),
+  ("length", None),
+)
+
+
+@gin.configurable
+def logical_axis_rules(rules: AxisRules = DEFAULT_RULES) -> tuple[tuple[str, str | None], ...]:
+  return tuple((str(a), b) for a, b in rules)
+
+
+@gin.configurable
+def maybe_initialize_distributed(
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+  enabled: bool = False,
+) -> None:
+  """Calls ``jax.distributed.initialize`` on multi-host runs (TPU pods auto-detect args)."""
+  if not enabled:
+    return
+  jax.distributed.initialize(
+    coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
+  )
+  logging.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
+
+
+@gin.configurable
+def create_mesh(
+  mesh_shape: Sequence[int] = (-1, 1), devices: Sequence[jax.Device] | None = None
+) -> Mesh:
+  """A ('data', 'model') mesh; one -1 entry takes the devices left over."""
+  devices = list(jax.devices() if devices is None else devices)
+  shape = list(mesh_shape)
+  if len(shape) != 2:
+    raise ValueError(f"mesh_shape={tuple(mesh_shape)} must have 2 entries (data, model)")
+  if shape.count(-1) > 1:
+    raise ValueError(f"mesh_shape={tuple(mesh_shape)} may contain at most one -1")
+  known = int(np.prod([s for s in shape if s != -1]))
+  if -1 in shape:
+    if len(devices) % known:
+      raise ValueError(f"mesh_shape={tuple(mesh_shape)} does not divide {len(devices)} devices")
+    shape[shape.index(-1)] = len(devices) // known
+  if int(np.prod(shape)) > len(devices):
+    raise ValueError(f"mesh_shape={tuple(shape)} needs {np.prod(shape)} devices; {len(devices)}")
+  devices = devices[: int(np.prod(shape))]
+  auto = (jax.sharding.AxisType.Auto,) * 2
+  return jax.make_mesh(tuple(shape), ("data", "model"), axis_types=auto, devices=devices)
+
+
+def param_shardings(boxed_params, mesh: Mesh, rules: AxisRules):
+  """NamedShardings for the (unboxed) params from the logical axes of boxed params."""
+  specs = nn.get_partition_spec(boxed_params)
+  return nn.logical_to_mesh_sharding(specs, mesh, list(rules))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) dim over 'data', the rest replicated."""
+  return NamedSharding(mesh, PartitionSpec("data"))
+
+
+def opt_state_shardings(tx: optax.GradientTransformation, abstract_params, p_shardings, mesh):
+  """Optimizer-state shardings: a state leaf shaped like its param shares the param's
+  sharding; factored statistics (Adafactor's row/column) and scalars are replicated."""
+  abstract_state = jax.eval_shape(tx.init, abstract_params)
+  rep = replicated(mesh)
+
+  def pick(state_leaf, param_leaf, sharding):
+    if getattr(state_leaf, "shape", None) == getattr(param_leaf, "shape", ()):
+      return sharding
+    return rep
+
+  return optax.tree_map_params(
+    tx,
+    pick,
+    abstract_state,
+    abstract_params,
+    p_shardings,
+    transform_non_params=lambda _: rep,
+    is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct),
+  )
+
+
+def global_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """This host's rows -> global arrays sharded over 'data' (multi-host safe)."""
+  sharding = batch_sharding(mesh)
+  data_size = mesh.shape["data"]
+  out = {}
+  for name, value in batch.items():
+    value = np.asarray(value)
+    global_rows = value.shape[0] * jax.process_count()
+    if global_rows % data_size:
+      raise ValueError(
+        f"batch feature {name!r} has {global_rows} rows in all, not divisible by the mesh's "
+        f"'data' axis of size {data_size}"
+      )
+    out[name] = jax.make_array_from_process_local_data(sharding, value)
+  return out

@@ -1,0 +1,33 @@
+"""``xtr-jax train --gin_file runs/train_xtr.gin --model_dir DIR``: gin-configured training."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+import gin
+from xtr_jax.gin_utils import parse_args_with_gin
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(
+    prog="xtr-jax train",
+    description="Train XTR / ColBERT / single-vector retrievers or the xQG generator. "
+    "Resumes from the latest checkpoint in --model_dir.",
+  )
+  parser.add_argument("--model_dir", required=True, help="Checkpoints, metrics, final model.")
+  parser.add_argument("--stop_at_step", type=int, default=None, help=argparse.SUPPRESS)
+  args = parse_args_with_gin(parser, argv)
+  logging.basicConfig(
+    level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True
+  )
+  logging.getLogger("absl").setLevel(logging.WARNING)
+  from xtr_jax.training import partitioning, trainer
+
+  partitioning.maybe_initialize_distributed()
+  os.makedirs(args.model_dir, exist_ok=True)
+  with open(os.path.join(args.model_dir, "config.gin"), "w", encoding="utf-8") as f:
+    f.write(gin.config_str())
+  trainer.train(args.model_dir, stop_at_step=args.stop_at_step)
+  return 0
