@@ -109,7 +109,9 @@ def test_crash_mid_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- HF export
 
 
-def _hf_folder(tmp_path, arch: str, untied: bool, aliases: bool = False) -> pathlib.Path:
+def _hf_folder(
+  tmp_path, arch: str, untied: bool, aliases: bool = False, dtype: str = "float32"
+) -> pathlib.Path:
   """A HF folder written by our exporter from random weights (independent of torch)."""
   gated = arch.startswith("MT5")
   cfg = config_lib.tiny_config(
@@ -117,6 +119,9 @@ def _hf_folder(tmp_path, arch: str, untied: bool, aliases: bool = False) -> path
   )
   full = "Encoder" not in arch
   params = _params(cfg, t5.Transformer if full else t5.T5EncoderModel)
+  if dtype != "float32":
+    cfg = cfg.replace(param_dtype=dtype)
+    params = jax.tree_util.tree_map(lambda x: np.asarray(x).astype(jnp.dtype(dtype)), params)
   out = tmp_path / f"src_{arch}"
   hf.save_hf(out, params, cfg, "mt5" if full else "mt5_encoder")
   if aliases:  # transformers 4.x files also store the tied embedding copies
@@ -135,17 +140,18 @@ def _hf_folder(tmp_path, arch: str, untied: bool, aliases: bool = False) -> path
 
 
 @pytest.mark.parametrize(
-  "arch,untied,aliases,shard",
+  "arch,untied,aliases,shard,dtype",
   [
-    ("MT5ForConditionalGeneration", True, False, None),
-    ("MT5ForConditionalGeneration", True, True, 3000),
-    ("T5ForConditionalGeneration", False, False, None),
-    ("MT5EncoderModel", False, True, 2500),
+    ("MT5ForConditionalGeneration", True, False, None, "float32"),
+    ("MT5ForConditionalGeneration", True, True, 3000, "bfloat16"),
+    ("T5ForConditionalGeneration", False, False, None, "float32"),
+    ("MT5EncoderModel", False, True, 2500, "float32"),
   ],
 )
-def test_hf_round_trip_is_bit_exact(tmp_path, arch, untied, aliases, shard):
-  src = _hf_folder(tmp_path, arch, untied, aliases)
+def test_hf_round_trip_is_bit_exact(tmp_path, arch, untied, aliases, shard, dtype):
+  src = _hf_folder(tmp_path, arch, untied, aliases, dtype)
   params, cfg, kind, extra = hf.load_hf(src)
+  assert cfg.param_dtype == dtype
   assert cfg.tie_word_embeddings == (arch.startswith("T5For"))
   # Through our orbax format and back out to HF.
   orbax_io.save_checkpoint(tmp_path / "ours", params, cfg, model_kind=kind, extra=extra)
@@ -157,6 +163,9 @@ def test_hf_round_trip_is_bit_exact(tmp_path, arch, untied, aliases, shard):
     assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
     assert a[k].tobytes() == b[k].tobytes(), k
   if shard:
+    # The sharded folder imports to the same weights.
+    again = hf.load_hf(tmp_path / "out")[0]
+    assert orbax_io.params_fingerprint(again) == orbax_io.params_fingerprint(params)
     index = json.loads((tmp_path / "out" / hf.INDEX_FILE).read_text())
     assert len(set(index["weight_map"].values())) > 1
     assert not (tmp_path / "out" / hf.WEIGHTS_FILE).exists()

@@ -83,7 +83,7 @@ def _full_model_parity(tmp_path, hf_cls, cfg_cls, untie=False, **cfg):
   params, config, kind, _ = hf.load_hf(path)
   assert kind == "mt5"
   ids, mask = _batch(config.vocab_size)
-  dec_ids = _batch(config.vocab_size, length=20, seed=3)[0]
+  dec_ids = _batch(config.vocab_size, length=12, seed=3)[0]
   dec_ids[:, 0] = config.decoder_start_token_id
   with torch.no_grad():
     out = ref(
@@ -99,11 +99,11 @@ def _full_model_parity(tmp_path, hf_cls, cfg_cls, untie=False, **cfg):
     params, jnp.asarray(ids), jnp.asarray(dec_ids), jnp.asarray(mask)
   )
   np.testing.assert_allclose(np.asarray(logits), out.logits.numpy(), atol=TOL, rtol=0)
-  return model, params, config, ids, mask, dec_ids, np.asarray(logits)
+  return model, params, config, ids, mask, dec_ids, np.asarray(logits), encoded
 
 
 def test_mt5_untied_head_matches_hf(tmp_path):
-  _, _, config, *_ = _full_model_parity(
+  model, params, config, ids, mask, dec_ids, logits, _ = _full_model_parity(
     tmp_path,
     transformers.MT5ForConditionalGeneration,
     transformers.MT5Config,
@@ -111,15 +111,28 @@ def test_mt5_untied_head_matches_hf(tmp_path):
     feed_forward_proj="gated-gelu",
   )
   assert config.feed_forward_proj == "gated-gelu" and not config.tie_word_embeddings
+  # Our export (sharded, no HF metadata kept) loads in transformers and computes the same.
+  hf.save_hf(tmp_path / "export", params, config, "mt5", extra=None, max_shard_bytes=40_000)
+  assert (tmp_path / "export" / hf.INDEX_FILE).is_file()
+  reloaded = transformers.MT5ForConditionalGeneration.from_pretrained(
+    str(tmp_path / "export")
+  ).eval()
+  with torch.no_grad():
+    again = reloaded(
+      input_ids=torch.tensor(ids),
+      attention_mask=torch.tensor(mask),
+      decoder_input_ids=torch.tensor(dec_ids),
+    ).logits.numpy()
+  np.testing.assert_allclose(again, logits, atol=TOL, rtol=0)
 
 
 def test_mt5_shared_head_matches_hf_and_cached_decoding(tmp_path):
-  model, params, config, ids, mask, dec_ids, logits = _full_model_parity(
+  model, params, config, ids, mask, dec_ids, logits, encoded = _full_model_parity(
     tmp_path, transformers.MT5ForConditionalGeneration, transformers.MT5Config
   )
   # Step-wise cached decoding reproduces the teacher-forced pass position by position.
-  encoded = model.apply({"params": params}, jnp.asarray(ids), jnp.asarray(mask), method="encode")
-  cache = t5.init_cache(model, params, encoded, jnp.asarray(mask), dec_ids.shape[1])
+  make_cache = jax.jit(lambda p, e, m: t5.init_cache(model, p, e, m, dec_ids.shape[1]))
+  cache = make_cache(params, encoded, jnp.asarray(mask))
   step_fn = jax.jit(lambda p, c, m, tok: t5.decode_step(model, p, c, m, tok))
   for step in range(dec_ids.shape[1]):
     step_logits, cache = step_fn(
