@@ -77,7 +77,7 @@ def read_t5x_params(path: str | os.PathLike) -> dict[str, Any]:
   """The ``target`` parameter tree of a T5X checkpoint folder, arrays materialised."""
   from flax import serialization
 
-  directory = pathlib.Path(path)
+  directory = pathlib.Path(path).resolve()  # tensorstore refuses paths with '..'
   ckpt = directory / CHECKPOINT_FILE
   if not ckpt.is_file():
     raise FileNotFoundError(f"T5X checkpoint file not found: {ckpt}")
