@@ -65,23 +65,35 @@ def _read_json(path: pathlib.Path, what: str) -> dict[str, Any]:
   if not path.is_file():
     raise FileNotFoundError(f"{what} not found: {path}")
   try:
-    return json.loads(path.read_text())
+    data = json.loads(path.read_bytes().decode("utf-8"))
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{path}: invalid UTF-8 at byte {e.start}") from None
   except json.JSONDecodeError as e:
     raise ValueError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from e
+  if not isinstance(data, dict):
+    raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+  return data
 
 
 def config_from_hf(hf: Mapping[str, Any], source: str = "config.json") -> T5Config:
   """HF T5/MT5 config.json dict -> T5Config (LM-head tying is decided from the weights)."""
   ff = hf.get("feed_forward_proj", "relu")
-  if ff not in _FF_KINDS:
+  if not isinstance(ff, str) or ff not in _FF_KINDS:
     raise ValueError(
       f"{source}: feed_forward_proj={ff!r} is not supported; expected one of {sorted(_FF_KINDS)}"
     )
   for key in ("d_model", "d_kv", "d_ff", "num_heads", "num_layers", "vocab_size"):
     if key not in hf:
       raise ValueError(f"{source}: required field {key!r} is missing")
+  try:
+    return T5Config.from_dict(_config_fields_from_hf(hf, ff))
+  except (TypeError, ValueError, OverflowError) as e:
+    raise ValueError(f"{source}: {e}") from None
+
+
+def _config_fields_from_hf(hf: Mapping[str, Any], ff: str) -> dict[str, Any]:
   num_layers = int(hf["num_layers"])
-  return T5Config(
+  return dict(
     vocab_size=int(hf["vocab_size"]),
     d_model=int(hf["d_model"]),
     num_heads=int(hf["num_heads"]),
@@ -197,15 +209,22 @@ def name_map(config: T5Config, with_decoder: bool) -> list[tuple[str, str, bool]
 
 def read_safetensors_dir(directory: pathlib.Path) -> tuple[dict[str, np.ndarray], list[str]]:
   """All tensors of ``model.safetensors`` or of the shards listed by the index file."""
-  from safetensors.numpy import load_file
+  from safetensors.numpy import load_file as _load_file
 
   single, index = directory / WEIGHTS_FILE, directory / INDEX_FILE
+
+  def load_file(path):  # safetensors raises its own error types, without the path
+    try:
+      return _load_file(path)
+    except Exception as e:
+      raise ValueError(f"{path}: not a readable safetensors file: {e}") from None
+
   if single.is_file():
     return load_file(str(single)), [WEIGHTS_FILE]
   if index.is_file():
     weight_map = _read_json(index, "safetensors index").get("weight_map")
-    if not isinstance(weight_map, dict):
-      raise ValueError(f"{index}: no 'weight_map' object")
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+      raise ValueError(f"{index}: no 'weight_map' object of tensor name -> shard file")
     tensors: dict[str, np.ndarray] = {}
     shards = sorted(set(weight_map.values()))
     for shard in shards:

@@ -193,9 +193,19 @@ def load_metadata(directory: str | os.PathLike) -> dict[str, Any]:
       f"not an xtr_jax checkpoint: {meta_path} is missing (incomplete save or wrong directory)"
     )
   try:
-    return json.loads(meta_path.read_text())
-  except json.JSONDecodeError as e:
+    metadata = json.loads(meta_path.read_bytes().decode("utf-8"))
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise ValueError(f"corrupt checkpoint metadata {meta_path}: {e}") from e
+  problems = [
+    f"{key!r} must be {kind.__name__}"
+    for key, kind in (("config", dict), ("model_kind", str), ("fingerprint", str))
+    if not isinstance(metadata, dict) or not isinstance(metadata.get(key), kind)
+  ]
+  if isinstance(metadata, dict) and not isinstance(metadata.get("extra", {}), dict):
+    problems.append("'extra' must be dict")
+  if problems:
+    raise ValueError(f"corrupt checkpoint metadata {meta_path}: {'; '.join(problems)}")
+  return metadata
 
 
 def load_checkpoint(directory: str | os.PathLike, *, verify: bool = True) -> Checkpoint:
@@ -207,13 +217,26 @@ def load_checkpoint(directory: str | os.PathLike, *, verify: bool = True) -> Che
   params_path = path / PARAMS_DIR
   if not params_path.is_dir():
     raise FileNotFoundError(f"checkpoint arrays not found: {params_path}")
-  config = T5Config.from_dict(metadata["config"])
+  meta_path = path / METADATA_FILE
+  try:
+    config = T5Config.from_dict(metadata["config"])
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"corrupt checkpoint metadata {meta_path}: {e}") from None
   model_kind = metadata["model_kind"]
   extra = metadata.get("extra", {})
-  restored = ocp.PyTreeCheckpointer().restore(params_path)
-  params = jax.tree_util.tree_map(np.asarray, unbox(restored))
+  if model_kind not in MODEL_KINDS:
+    raise ValueError(f"{meta_path}: model_kind={model_kind!r}; expected one of {MODEL_KINDS}")
+  try:
+    restored = ocp.PyTreeCheckpointer().restore(params_path)
+    params = jax.tree_util.tree_map(np.asarray, unbox(restored))
+  except Exception as e:  # orbax/tensorstore raise many types, none naming the checkpoint
+    raise ValueError(f"checkpoint {path}: cannot read the arrays in {params_path}: {e}") from e
   if verify:
-    check_params_match(params, expected_param_shapes(config, model_kind, extra), str(params_path))
+    try:
+      expected = expected_param_shapes(config, model_kind, extra)
+    except (TypeError, ValueError) as e:
+      raise ValueError(f"{meta_path}: extra {extra!r} does not describe a model: {e}") from None
+    check_params_match(params, expected, str(params_path))
     fingerprint = params_fingerprint(params)
     if fingerprint != metadata["fingerprint"]:
       raise ValueError(

@@ -94,6 +94,25 @@ def open_text(path: str | os.PathLike) -> io.TextIOBase:
   return open(path, encoding="utf-8")
 
 
+def _lines(path: str) -> Iterator[tuple[int, str | None, str]]:
+  """(line number, text or None, error) per line, decoded one line at a time.
+
+  Decoding per line (not per buffer) lets invalid UTF-8 become a ``path:line`` error that
+  ``skip_bad_records`` can skip, instead of a bare UnicodeDecodeError; a UTF-8 BOM is dropped.
+  """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"file not found: {path}")
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "rb") as f:
+    for lineno, raw in enumerate(f, start=1):
+      if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+      try:
+        yield lineno, raw.decode("utf-8"), ""
+      except UnicodeDecodeError as e:
+        yield lineno, None, f"{path}:{lineno}: invalid UTF-8 at byte {e.start} of the line"
+
+
 def _finish(path: str, stats: ReadStats) -> None:
   if stats.skipped:
     log.warning(
@@ -110,26 +129,30 @@ def _json_lines(
 ) -> Iterator[tuple[int, dict[str, Any]]]:
   """Yields (line number, JSON object) for each non-empty line."""
   path = os.fspath(path)
-  with open_text(path) as f:
-    for lineno, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        obj = json.loads(line)
-        if not isinstance(obj, dict):
-          raise RecordError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-      except json.JSONDecodeError as e:
-        msg = f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})"
-        if not skip_bad_records:
-          raise RecordError(msg) from None
-        stats.skip(msg)
-        continue
-      except RecordError as e:
-        if not skip_bad_records:
-          raise
-        stats.skip(str(e))
-        continue
-      yield lineno, obj
+  for lineno, line, bad in _lines(path):
+    if line is None:
+      if not skip_bad_records:
+        raise RecordError(bad)
+      stats.skip(bad)
+      continue
+    if not line.strip():
+      continue
+    try:
+      obj = json.loads(line)
+      if not isinstance(obj, dict):
+        raise RecordError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+    except json.JSONDecodeError as e:
+      msg = f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})"
+      if not skip_bad_records:
+        raise RecordError(msg) from None
+      stats.skip(msg)
+      continue
+    except RecordError as e:
+      if not skip_bad_records:
+        raise
+      stats.skip(str(e))
+      continue
+    yield lineno, obj
 
 
 def _check_keys(obj: dict[str, Any], keys: Iterable[str], where: str, what: str) -> None:
@@ -234,28 +257,36 @@ def read_corpus(
   """Corpus TSV ``id\\ttext\\ttitle`` with a header row, streamed one passage at a time."""
   stats = stats if stats is not None else ReadStats()
   path = os.fspath(path)
-  with open_text(path) as f:
-    header = f.readline().rstrip("\r\n").split("\t")
-    if tuple(h.strip().lower() for h in header) != CORPUS_HEADER:
-      got = "\t".join(header)
-      raise RecordError(f"{path}:1: expected the header 'id\\ttext\\ttitle', got {got!r}")
-    for lineno, line in enumerate(f, start=2):
-      line = line.rstrip("\r\n")
-      if not line:
-        continue
-      fields = line.split("\t")
-      if len(fields) != 3 or not fields[0]:
-        msg = (
-          f"{path}:{lineno}: expected 3 tab-separated fields id\\ttext\\ttitle, got {len(fields)}"
-          if len(fields) != 3
-          else f"{path}:{lineno}: empty passage id"
-        )
-        if not skip_bad_records:
-          raise RecordError(msg)
-        stats.skip(msg)
-        continue
-      stats.records += 1
-      yield Passage(fields[0], _unquote(fields[1]), _unquote(fields[2]))
+  lines = _lines(path)
+  _, first, bad = next(lines, (1, "", ""))
+  if first is None:
+    raise RecordError(bad)
+  header = first.rstrip("\r\n").split("\t")
+  if tuple(h.strip().lower() for h in header) != CORPUS_HEADER:
+    got = "\t".join(header)
+    raise RecordError(f"{path}:1: expected the header 'id\\ttext\\ttitle', got {got!r}")
+  for lineno, line, bad in lines:
+    if line is None:
+      if not skip_bad_records:
+        raise RecordError(bad)
+      stats.skip(bad)
+      continue
+    line = line.rstrip("\r\n")
+    if not line:
+      continue
+    fields = line.split("\t")
+    if len(fields) != 3 or not fields[0]:
+      msg = (
+        f"{path}:{lineno}: expected 3 tab-separated fields id\\ttext\\ttitle, got {len(fields)}"
+        if len(fields) != 3
+        else f"{path}:{lineno}: empty passage id"
+      )
+      if not skip_bad_records:
+        raise RecordError(msg)
+      stats.skip(msg)
+      continue
+    stats.records += 1
+    yield Passage(fields[0], _unquote(fields[1]), _unquote(fields[2]))
   _finish(path, stats)
 
 
@@ -319,17 +350,18 @@ def read_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
   """TREC qrels ``qid 0 pid rel`` -> {qid: {pid: rel}}."""
   path = os.fspath(path)
   qrels: dict[str, dict[str, int]] = {}
-  with open_text(path) as f:
-    for lineno, line in enumerate(f, start=1):
-      parts = line.split()
-      if not parts:
-        continue
-      if len(parts) != 4:
-        raise RecordError(f"{path}:{lineno}: expected 4 fields 'qid 0 pid rel', got {len(parts)}")
-      try:
-        qrels.setdefault(parts[0], {})[parts[2]] = int(parts[3])
-      except ValueError:
-        raise RecordError(f"{path}:{lineno}: relevance {parts[3]!r} is not an integer") from None
+  for lineno, line, bad in _lines(path):
+    if line is None:
+      raise RecordError(bad)
+    parts = line.split()
+    if not parts:
+      continue
+    if len(parts) != 4:
+      raise RecordError(f"{path}:{lineno}: expected 4 fields 'qid 0 pid rel', got {len(parts)}")
+    try:
+      qrels.setdefault(parts[0], {})[parts[2]] = int(parts[3])
+    except ValueError:
+      raise RecordError(f"{path}:{lineno}: relevance {parts[3]!r} is not an integer") from None
   return qrels
 
 

@@ -64,6 +64,21 @@ def atomic_write_text(path: PathLike, text: str) -> None:
     raise
 
 
+def _lines(path: pathlib.Path) -> Iterator[tuple[int, str]]:
+  """(line number, text) per line; invalid UTF-8 is a ``FormatError`` naming the line.
+
+  Decoded one line at a time so the error has a line number; a leading UTF-8 BOM is dropped.
+  """
+  with open(path, "rb") as f:
+    for lineno, raw in enumerate(f, 1):
+      if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+      try:
+        yield lineno, raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        raise FormatError(f"{path}:{lineno}: invalid UTF-8 at byte {e.start} of the line") from None
+
+
 # ----------------------------------------------------------------------------- TREC runs
 
 
@@ -75,28 +90,28 @@ def read_trec_run(path: PathLike) -> Run:
   path = _check_file(path, "run")
   rows: dict[str, list[tuple[float, int, str]]] = {}
   seen: dict[str, set[str]] = {}
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      parts = line.split()
-      if len(parts) != 6:
-        raise FormatError(
-          f"{path}:{lineno}: expected 6 fields 'qid Q0 pid rank score tag', got {len(parts)}: "
-          f"{line.rstrip()!r}"
-        )
-      qid, _, pid, rank, score, _ = parts
-      try:
-        rank_i, score_f = int(rank), float(score)
-      except ValueError:
-        raise FormatError(
-          f"{path}:{lineno}: rank must be an int and score a float, got rank={rank!r} "
-          f"score={score!r}"
-        ) from None
-      if pid in seen.setdefault(qid, set()):
-        raise FormatError(f"{path}:{lineno}: passage {pid!r} appears twice for query {qid!r}")
-      seen[qid].add(pid)
-      rows.setdefault(qid, []).append((-score_f, rank_i, pid))
+  for lineno, line in _lines(path):
+    if not line.strip():
+      continue
+    parts = line.split()
+    if len(parts) != 6:
+      raise FormatError(
+        f"{path}:{lineno}: expected 6 fields 'qid Q0 pid rank score tag', got {len(parts)}: "
+        f"{line.rstrip()!r}"
+      )
+    qid, _, pid, rank, score, _ = parts
+    try:
+      rank_i, score_f = int(rank), float(score)
+    except ValueError:
+      raise FormatError(
+        f"{path}:{lineno}: rank must be an int and score a float, got rank={rank!r} score={score!r}"
+      ) from None
+    if score_f != score_f:  # NaN has no order: sorting with it would scramble the ranking
+      raise FormatError(f"{path}:{lineno}: score is NaN")
+    if pid in seen.setdefault(qid, set()):
+      raise FormatError(f"{path}:{lineno}: passage {pid!r} appears twice for query {qid!r}")
+    seen[qid].add(pid)
+    rows.setdefault(qid, []).append((-score_f, rank_i, pid))
   return {qid: [(pid, -neg) for neg, _, pid in sorted(r)] for qid, r in rows.items()}
 
 
@@ -122,20 +137,19 @@ def read_qrels(path: PathLike) -> Qrels:
   """Reads ``qid 0 pid rel`` lines."""
   path = _check_file(path, "qrels")
   qrels: Qrels = {}
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      parts = line.split()
-      if len(parts) != 4:
-        raise FormatError(
-          f"{path}:{lineno}: expected 4 fields 'qid 0 pid rel', got {len(parts)}: {line.rstrip()!r}"
-        )
-      qid, _, pid, rel = parts
-      try:
-        qrels.setdefault(qid, {})[pid] = int(rel)
-      except ValueError:
-        raise FormatError(f"{path}:{lineno}: relevance must be an int, got {rel!r}") from None
+  for lineno, line in _lines(path):
+    if not line.strip():
+      continue
+    parts = line.split()
+    if len(parts) != 4:
+      raise FormatError(
+        f"{path}:{lineno}: expected 4 fields 'qid 0 pid rel', got {len(parts)}: {line.rstrip()!r}"
+      )
+    qid, _, pid, rel = parts
+    try:
+      qrels.setdefault(qid, {})[pid] = int(rel)
+    except ValueError:
+      raise FormatError(f"{path}:{lineno}: relevance must be an int, got {rel!r}") from None
   return qrels
 
 
@@ -146,26 +160,25 @@ def read_queries(path: PathLike) -> dict[str, Query]:
   """Reads XOR-layout JSONL queries (``id, lang, question[, answers]``), keyed by id."""
   path = _check_file(path, "queries")
   queries: dict[str, Query] = {}
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise FormatError(f"{path}:{lineno}: not valid JSON: {e}") from None
-      if not isinstance(record, dict):
-        raise FormatError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-      missing = [k for k in ("id", "lang", "question") if k not in record]
-      if missing:
-        raise FormatError(f"{path}:{lineno}: query record lacks field(s) {missing}")
-      answers = record.get("answers", [])
-      if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
-        raise FormatError(f"{path}:{lineno}: 'answers' must be a list of strings, got {answers!r}")
-      qid = str(record["id"])
-      if qid in queries:
-        raise FormatError(f"{path}:{lineno}: duplicate query id {qid!r}")
-      queries[qid] = Query(qid, str(record["lang"]), str(record["question"]), tuple(answers))
+  for lineno, line in _lines(path):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise FormatError(f"{path}:{lineno}: not valid JSON: {e}") from None
+    if not isinstance(record, dict):
+      raise FormatError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+    missing = [k for k in ("id", "lang", "question") if k not in record]
+    if missing:
+      raise FormatError(f"{path}:{lineno}: query record lacks field(s) {missing}")
+    answers = record.get("answers", [])
+    if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+      raise FormatError(f"{path}:{lineno}: 'answers' must be a list of strings, got {answers!r}")
+    qid = str(record["id"])
+    if qid in queries:
+      raise FormatError(f"{path}:{lineno}: duplicate query id {qid!r}")
+    queries[qid] = Query(qid, str(record["lang"]), str(record["question"]), tuple(answers))
   return queries
 
 
@@ -212,22 +225,22 @@ def write_xor_predictions(path: PathLike, preds: Iterable[XorPrediction]) -> Non
 def iter_corpus(path: PathLike) -> Iterator[tuple[str, str, str]]:
   """Streams (id, text, title) from a ``id\ttext\ttitle`` TSV with a header row."""
   path = _check_file(path, "corpus")
-  with open(path, encoding="utf-8") as f:
-    header = f.readline().rstrip("\n").split("\t")
-    if "id" not in header or "text" not in header:
-      raise FormatError(f"{path}:1: header must name columns 'id' and 'text', got {header}")
-    id_col, text_col = header.index("id"), header.index("text")
-    title_col = header.index("title") if "title" in header else None
-    for lineno, line in enumerate(f, 2):
-      line = line.rstrip("\n")
-      if not line:
-        continue
-      parts = line.split("\t")
-      if len(parts) != len(header):
-        raise FormatError(
-          f"{path}:{lineno}: expected {len(header)} tab-separated fields {header}, got {len(parts)}"
-        )
-      yield parts[id_col], parts[text_col], "" if title_col is None else parts[title_col]
+  lines = _lines(path)
+  header = next(lines, (1, ""))[1].rstrip("\r\n").split("\t")
+  if "id" not in header or "text" not in header:
+    raise FormatError(f"{path}:1: header must name columns 'id' and 'text', got {header}")
+  id_col, text_col = header.index("id"), header.index("text")
+  title_col = header.index("title") if "title" in header else None
+  for lineno, line in lines:
+    line = line.rstrip("\r\n")
+    if not line:
+      continue
+    parts = line.split("\t")
+    if len(parts) != len(header):
+      raise FormatError(
+        f"{path}:{lineno}: expected {len(header)} tab-separated fields {header}, got {len(parts)}"
+      )
+    yield parts[id_col], parts[text_col], "" if title_col is None else parts[title_col]
 
 
 def read_corpus_texts(path: PathLike, ids: Iterable[str] | None = None) -> dict[str, str]:

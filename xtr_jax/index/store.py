@@ -198,17 +198,51 @@ def build_index(
   return manifest
 
 
+def _read_json(path: str, what: str):
+  try:
+    with open(path, "rb") as f:
+      return json.loads(f.read().decode("utf-8"))
+  except UnicodeDecodeError as e:
+    raise IndexFormatError(f"{path}: malformed {what}: invalid UTF-8 at byte {e.start}") from None
+  except json.JSONDecodeError as e:
+    raise IndexFormatError(f"{path}:{e.lineno}: malformed {what} JSON: {e.msg}") from e
+
+
+def _load_npy(path: str, mmap: bool = False) -> np.ndarray:
+  try:
+    return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+  except Exception as e:  # numpy raises ValueError, EOFError, TokenError, ... without the path
+    raise IndexFormatError(f"{path}: unreadable .npy array: {type(e).__name__}: {e}") from None
+
+
+def _check_manifest(path: str, manifest: dict) -> None:
+  """The fields ``load_index`` relies on, with their types (a missing one is a clear error)."""
+  for key, kind in (("num_passages", int), ("num_tokens", int), ("proj_dim", int),
+                    ("backend", str), ("segments", list)):  # fmt: skip
+    if not isinstance(manifest.get(key), kind) or isinstance(manifest.get(key), bool):
+      raise IndexFormatError(
+        f"{path}: field {key!r} must be {kind.__name__}, got {manifest.get(key)!r}"
+      )
+  for i, seg in enumerate(manifest["segments"]):
+    if not (
+      isinstance(seg, dict)
+      and all(type(seg.get(k)) is int for k in ("start", "end"))
+      and 0 <= seg["start"] <= seg["end"] <= manifest["num_tokens"]
+    ):
+      raise IndexFormatError(f"{path}: segments[{i}] = {seg!r} is not a token range")
+
+
 def read_manifest(index_dir: str) -> dict:
   path = os.path.join(index_dir, MANIFEST)
   if not os.path.isdir(index_dir):
     raise FileNotFoundError(f"index directory not found: {index_dir}")
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path} missing: {index_dir} is not a finished index")
-  try:
-    with open(path) as f:
-      manifest = json.load(f)
-  except json.JSONDecodeError as e:
-    raise IndexFormatError(f"{path}:{e.lineno}: malformed manifest JSON: {e.msg}") from e
+  manifest = _read_json(path, "manifest")
+  if not isinstance(manifest, dict):
+    raise IndexFormatError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
+  if manifest.get("format") == "xtr_jax.sharded_token_index":  # xtr_jax/scale/sharded_index
+    return manifest
   if manifest.get("format") != FORMAT:
     raise IndexFormatError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
   if manifest.get("version") != VERSION:
@@ -256,20 +290,33 @@ def load_index(
 ) -> TokenIndex:
   """Loads and checks an index; ``backend='brute_force'`` searches the stored vectors."""
   manifest = read_manifest(index_dir)
+  if manifest["format"] != FORMAT:  # a set of shards: one TokenIndex over all of them
+    from xtr_jax.scale.sharded_index import load_sharded_index  # noqa: PLC0415
+
+    return load_sharded_index(index_dir, expected_fingerprint, backend, mmap)
   got = manifest.get("model_fingerprint")
   if expected_fingerprint is not None and got != expected_fingerprint:
     raise IndexFormatError(
       f"{index_dir} was built with model fingerprint {got!r} but the model loaded has "
       f"{expected_fingerprint!r}; rebuild the index with this checkpoint"
     )
+  _check_manifest(os.path.join(index_dir, MANIFEST), manifest)
   files = ["passage_ids.json", "token_to_passage.npy", "vectors.npy"]
   for name in files:
     if not os.path.isfile(os.path.join(index_dir, name)):
       raise FileNotFoundError(f"index file missing: {os.path.join(index_dir, name)}")
-  with open(os.path.join(index_dir, "passage_ids.json")) as f:
-    passage_ids = json.load(f)
-  t2p = np.load(os.path.join(index_dir, "token_to_passage.npy"))
-  vectors = np.load(os.path.join(index_dir, "vectors.npy"), mmap_mode="r" if mmap else None)
+  ids_path = os.path.join(index_dir, "passage_ids.json")
+  passage_ids = _read_json(ids_path, "passage ids")
+  if not isinstance(passage_ids, list) or not all(isinstance(p, str) for p in passage_ids):
+    raise IndexFormatError(f"{ids_path}: expected a JSON list of passage id strings")
+  t2p = _load_npy(os.path.join(index_dir, "token_to_passage.npy"))
+  vectors = _load_npy(os.path.join(index_dir, "vectors.npy"), mmap)
+  for what, have, want in [
+    ("token_to_passage dims", t2p.ndim, 1),
+    ("vector dims", vectors.ndim, 2),
+  ]:
+    if have != want:
+      raise IndexFormatError(f"{index_dir}: {what} = {have}, expected {want}")
   for what, have, want in [
     ("passages", len(passage_ids), manifest["num_passages"]),
     ("token_to_passage rows", t2p.shape[0], manifest["num_tokens"]),
@@ -278,6 +325,12 @@ def load_index(
   ]:
     if have != want:
       raise IndexFormatError(f"{index_dir}: {what} = {have} but manifest.json says {want}")
+  if t2p.dtype.kind not in "iu" or (
+    t2p.size and not 0 <= t2p.min() <= t2p.max() < len(passage_ids)
+  ):
+    raise IndexFormatError(
+      f"{index_dir}/token_to_passage.npy: dtype {t2p.dtype} or rows outside [0, {len(passage_ids)})"
+    )
   backend = backend or manifest["backend"]
   searchers: list[tuple[int, object]] = []
   for seg in manifest["segments"]:

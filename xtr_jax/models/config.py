@@ -77,7 +77,31 @@ class T5Config:
     unknown = sorted(set(d) - known)
     if unknown:
       raise ValueError(f"unknown T5Config fields {unknown}; known: {sorted(known)}")
+    check_config_values(d)
     return cls(**d)
+
+
+# Sizes beyond this are corrupt files, not models (mT5-XXL's largest, d_ff, is 10240).
+_MAX_SIZE = 1 << 24
+_POSITIVE = ("vocab_size", "d_model", "num_heads", "d_kv", "d_ff", "relative_attention_num_buckets")
+
+
+def check_config_values(d: dict[str, Any]) -> None:
+  """Raises ValueError for a field of the wrong type or an impossible size.
+
+  Without it a corrupt config (a size of 2**70, a list for num_heads) fails deep inside
+  model building with a bare TypeError, or hangs building billions of layers.
+  """
+  types = {"int": int, "float": (int, float), "str": str, "bool": bool}
+  for f in dataclasses.fields(T5Config):
+    if f.name not in d:
+      continue
+    v, want = d[f.name], types[str(f.type)]
+    if isinstance(v, bool) != (want is bool) or not isinstance(v, want):
+      raise ValueError(f"T5Config field {f.name!r} must be {f.type}, got {v!r}")
+    low = 1 if f.name in _POSITIVE else 0
+    if want is int and not low <= v <= _MAX_SIZE:
+      raise ValueError(f"T5Config field {f.name!r}={v} is outside [{low}, {_MAX_SIZE}]")
 
 
 # The published mT5 sizes (Xue et al. 2021; the google/mt5-* config.json files).

@@ -1,0 +1,229 @@
+"""Fuzzed bad input: every reader/loader ends in its documented clear error or a right answer.
+
+Reduced version of benchmarks/fuzz_readers.py (a few hundred cases per target) plus
+hypothesis round trips and regression tests for the bugs the fuzzer found.
+"""
+
+import importlib.util
+import json
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from xtr_jax.data import readers
+from xtr_jax.evaluation import io as eval_io
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location(
+  "fuzz_readers", ROOT / "benchmarks" / "fuzz_readers.py"
+)
+fuzz = importlib.util.module_from_spec(_spec)
+sys.modules["fuzz_readers"] = fuzz
+_spec.loader.exec_module(fuzz)
+
+
+def _targets(names):
+  return [t for t in fuzz.get_targets(names)]
+
+
+@pytest.mark.parametrize(
+  "name",
+  [
+    "swim_ir_jsonl", "swim_ir_jsonl_skip", "xor_queries_jsonl", "generated_queries_jsonl",
+    "corpus_tsv", "corpus_tsv_eval", "eval_queries_jsonl", "trec_run", "qrels_eval",
+    "qrels_data", "gin_file",
+  ],
+)  # fmt: skip
+def test_text_readers_survive_mutations(name):
+  (target,) = _targets([name])
+  report = fuzz.run_target(target, cases=250, seed=1, timeout=20)
+  assert report.cases == 250
+  assert report.failed == 0, "\n".join(report.failures)
+  # The mix is real: some cases must fail cleanly and some must load.
+  assert any(k.startswith("clear:") for k in report.outcomes) or name.endswith("_skip")
+  assert report.outcomes["equal"] > 0
+
+
+def test_index_and_checkpoint_loaders_survive_mutations():
+  for target in _targets(["index_store", "hf_import", "t5x_import", "orbax_checkpoint"]):
+    cases = 40 if target.name == "orbax_checkpoint" else 120
+    report = fuzz.run_target(target, cases=cases, seed=2, timeout=30)
+    assert report.failed == 0, f"{target.name}:\n" + "\n".join(report.failures)
+    assert any(k.startswith("clear:") for k in report.outcomes), (target.name, report.outcomes)
+
+
+def test_mutations_do_what_they_say():
+  import random
+
+  rng = random.Random(0)
+  data = b"a\tb\tc\nd\te\tf\n"
+  assert fuzz.mutate(data, "empty", rng) == b""
+  assert fuzz.mutate(data, "bom", rng).startswith(b"\xef\xbb\xbf")
+  assert fuzz.mutate(data, "crlf", rng) == b"a\tb\tc\r\nd\te\tf\r\n"
+  assert len(fuzz.mutate(data, "truncate", rng)) < len(data)
+  with pytest.raises(UnicodeDecodeError):
+    fuzz.mutate(data, "invalid_utf8", rng).decode("utf-8")
+
+
+# ----------------------------------------------------------------------------- round trips
+
+_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+
+
+@settings(
+  max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+  records=st.lists(
+    st.tuples(_text, st.dictionaries(_text, st.lists(_text, max_size=3), max_size=3)), max_size=5
+  ),
+  crlf=st.booleans(),
+  bom=st.booleans(),
+)
+def test_generated_queries_round_trip(tmp_path, records, crlf, bom):
+  """Any valid generated-query records written as JSONL (any newline, BOM) read back equal."""
+  nl = "\r\n" if crlf else "\n"
+  text = "".join(json.dumps({"docid": d, "generated_queries": q}) + nl for d, q in records)
+  path = tmp_path / "g.jsonl"
+  path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode())
+  got = [(r.docid, r.generated_queries) for r in readers.read_generated_queries(path)]
+  assert got == [(d, q) for d, q in records]
+
+
+_field = st.text(
+  st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp"), blacklist_characters="\t\r\n\x1c\x1d\x1e\x85"),
+  min_size=1, max_size=15,
+)  # fmt: skip
+
+
+@settings(
+  max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(rows=st.lists(st.tuples(_field, _field, _field), max_size=6), crlf=st.booleans())
+def test_corpus_tsv_round_trip_both_readers(tmp_path, rows, crlf):
+  rows = [r for r in rows if not (r[1].startswith('"') or r[2].startswith('"'))]
+  nl = "\r\n" if crlf else "\n"
+  path = tmp_path / "c.tsv"
+  path.write_text("id\ttext\ttitle" + nl + "".join("\t".join(r) + nl for r in rows), newline="")
+  assert [(p.id, p.text, p.title) for p in readers.read_corpus(path)] == rows
+  assert list(eval_io.iter_corpus(path)) == rows
+
+
+@settings(
+  max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.binary(max_size=300))
+def test_trec_run_random_bytes(tmp_path, data):
+  """Arbitrary bytes: a FormatError naming the file, or a run whose scores all have an order."""
+  path = tmp_path / "r.trec"
+  path.write_bytes(data)
+  try:
+    run = eval_io.read_trec_run(path)
+  except eval_io.FormatError as e:
+    assert str(path) in str(e)
+  else:
+    assert all(s == s for ranked in run.values() for _, s in ranked)
+
+
+# ----------------------------------------------------------------------------- regressions
+
+
+def test_invalid_utf8_is_a_record_error_with_line(tmp_path):
+  path = tmp_path / "x.jsonl"
+  good = json.dumps({"id": "1", "question": "q", "lang": "ja"})
+  path.write_bytes((good + "\n").encode() + b'{"id": "\xff"}\n' + (good + "\n").encode())
+  with pytest.raises(readers.RecordError, match=rf"{path}:2: invalid UTF-8"):
+    list(readers.read_xor_queries(path))
+  stats = readers.ReadStats()
+  assert len(list(readers.read_xor_queries(path, skip_bad_records=True, stats=stats))) == 2
+  assert stats.skipped == 1
+  path.write_bytes(b"\xff\n")
+  for fn in (eval_io.read_queries, eval_io.read_qrels, eval_io.read_trec_run, readers.read_qrels):
+    with pytest.raises(ValueError, match=rf"{path}:1: invalid UTF-8"):
+      fn(path)
+
+
+def test_crlf_corpus_title_has_no_carriage_return(tmp_path):
+  path = tmp_path / "c.tsv"
+  path.write_bytes(b"id\ttext\ttitle\r\np1\thello\tWorld\r\n")
+  assert list(eval_io.iter_corpus(path)) == [("p1", "hello", "World")]
+
+
+def test_bom_is_ignored(tmp_path):
+  path = tmp_path / "c.tsv"
+  path.write_bytes(b"\xef\xbb\xbfid\ttext\ttitle\np1\thello\tWorld\n")
+  assert [p.id for p in readers.read_corpus(path)] == ["p1"]
+  assert [p[0] for p in eval_io.iter_corpus(path)] == ["p1"]
+
+
+def test_nan_score_in_run_is_refused(tmp_path):
+  path = tmp_path / "r.trec"
+  path.write_text("q1 Q0 p1 1 nan t\nq1 Q0 p2 2 1.0 t\n")
+  with pytest.raises(eval_io.FormatError, match=rf"{path}:1: score is NaN"):
+    eval_io.read_trec_run(path)
+
+
+def test_hf_config_with_absurd_size_is_refused_not_hung(tmp_path):
+  from xtr_jax.checkpoints import hf
+
+  base = {"d_model": 16, "d_kv": 4, "d_ff": 32, "num_heads": 4, "vocab_size": 64}
+  with pytest.raises(ValueError, match="x/config.json: .*num_encoder_layers"):
+    hf.config_from_hf({**base, "num_layers": 2**70}, "x/config.json")
+  with pytest.raises(ValueError, match="x/config.json"):
+    hf.config_from_hf({**base, "num_layers": {"a": 1}}, "x/config.json")
+  with pytest.raises(ValueError, match="x/config.json"):
+    hf.config_from_hf({**base, "num_layers": 2, "feed_forward_proj": ["relu"]}, "x/config.json")
+  (tmp_path / "model.safetensors").write_bytes(b"\x00" * 3)
+  with pytest.raises(ValueError, match="model.safetensors: not a readable safetensors"):
+    hf.read_safetensors_dir(tmp_path)
+
+
+def test_index_loader_names_file_for_bad_arrays_and_ids(tmp_path):
+  from xtr_jax.index import store
+
+  d = str(tmp_path / "idx")
+  store.build_index(
+    d, np.ones((4, 8), np.float32), np.array([0, 0, 1, 1]), ["a", "b"],
+    model_fingerprint="fp", backend="brute_force",
+  )  # fmt: skip
+  (tmp_path / "idx" / "vectors.npy").write_bytes(b"")
+  with pytest.raises(store.IndexFormatError, match="vectors.npy: unreadable"):
+    store.load_index(d, backend="brute_force")
+  store.build_index(
+    d, np.ones((4, 8), np.float32), np.array([0, 0, 1, 1]), ["a", "b"],
+    model_fingerprint="fp", backend="brute_force", overwrite=True,
+  )  # fmt: skip
+  (tmp_path / "idx" / "passage_ids.json").write_text('["a", 2]')
+  with pytest.raises(store.IndexFormatError, match="passage_ids.json: expected a JSON list"):
+    store.load_index(d, backend="brute_force")
+  manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+  del manifest["num_tokens"]
+  (tmp_path / "idx" / "manifest.json").write_text(json.dumps(manifest))
+  with pytest.raises(store.IndexFormatError, match="num_tokens"):
+    store.load_index(d, backend="brute_force")
+
+
+def test_checkpoint_metadata_with_bad_config_names_file(tmp_path):
+  import jax
+
+  from xtr_jax.checkpoints import orbax_io
+  from xtr_jax.models import config as config_lib
+  from xtr_jax.models import t5
+
+  cfg = config_lib.tiny_config()
+  params = t5.init_params(cfg, jax.random.PRNGKey(0), t5.T5EncoderModel)
+  orbax_io.save_checkpoint(tmp_path / "ck", params, cfg, model_kind="mt5_encoder")
+  meta_path = tmp_path / "ck" / orbax_io.METADATA_FILE
+  meta = json.loads(meta_path.read_text())
+  for bad in (
+    {"config": {**meta["config"], "num_heads": [4]}},
+    {"model_kind": None},
+    {"config": None},
+  ):
+    meta_path.write_text(json.dumps({**meta, **bad}))
+    with pytest.raises(ValueError, match=str(meta_path)):
+      orbax_io.load_checkpoint(tmp_path / "ck")
