@@ -43,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   target, _ = COMMANDS[name]
   module_name, func_name = target.split(":")
+  # Each subcommand owns the whole gin state. Unlock and clear before importing it, so a
+  # second command in one process (demo, sweeps, tests) can register its configurables.
+  import gin
+
+  gin.clear_config()
   func = getattr(importlib.import_module(module_name), func_name)
   return int(func(rest) or 0)
 

@@ -1,0 +1,289 @@
+"""``xtr-jax demo``: the whole XTR + xQG pipeline in one command.
+
+Stages (each prints progress, each leaves its artefacts in ``--output_dir`` and is skipped
+when its output already exists, so an interrupted demo resumes where it stopped):
+
+  1 data        the shipped synthetic sample (or ../shared/data with --data shared)
+  2 vocab       a SentencePiece vocabulary trained on the data
+  3 train_xtr   a tiny XTR retriever (xtr-jax train, gin/runs/train_xtr_cpu.gin)
+  4 train_xqg   a tiny xQG generator (xtr-jax train, gin/runs/train_xqg_cpu.gin)
+  5 generate    questions in every language for every passage (xtr-jax generate)
+  6 index       the plain and the xQG-augmented ScaNN token index (xtr-jax index)
+  7 search      dev queries against both (xtr-jax search)
+  8 evaluate    per-language Recall/MRR/nDCG/R@kt with and without augmentation
+
+Every stage runs the same subcommand a user would run; the demo only chooses flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import sys
+import time
+
+from xtr_jax import cli
+
+SHARED_DEFAULT = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+  """Sizes per preset: 'default' fits the 10-minute budget, 'smoke' is the test's."""
+
+  num_towns: int
+  vocab_size: int
+  xtr_steps: int
+  xqg_steps: int
+  batch_size: int
+  generate_passages: int | None  # None: all passages
+  num_questions: int
+  max_queries: int | None
+
+
+SCALES = {
+  "default": Scale(
+    num_towns=120,
+    vocab_size=1000,
+    xtr_steps=300,
+    xqg_steps=300,
+    batch_size=32,
+    generate_passages=None,
+    num_questions=1,
+    max_queries=None,
+  ),
+  "smoke": Scale(
+    num_towns=24,
+    vocab_size=400,
+    xtr_steps=4,
+    xqg_steps=4,
+    batch_size=8,
+    generate_passages=None,
+    num_questions=1,
+    max_queries=None,
+  ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Paths:
+  corpus: str
+  dev: str
+  qrels: str
+  pairs_glob: str
+  languages: list[str]
+
+
+def _say(msg: str) -> None:
+  print(msg, flush=True)
+
+
+def _run(argv: list[str]) -> None:
+  """Runs one ``xtr-jax`` subcommand in-process; a non-zero exit stops the demo."""
+  _say("    $ xtr-jax " + " ".join(argv))
+  code = cli.main(argv)
+  if code:
+    raise SystemExit(f"demo: `xtr-jax {argv[0]}` failed with exit code {code}")
+
+
+def _data(args, scale: Scale, out: pathlib.Path) -> Paths:
+  if args.data == "shared":
+    root = pathlib.Path(args.shared_dir)
+    needed = [root / "xor_mini" / "corpus.tsv", root / "xor_mini" / "dev.jsonl"]
+    missing = [str(p) for p in needed if not p.is_file()]
+    if missing:
+      raise SystemExit(f"demo: --data shared needs {missing}; see --shared_dir")
+    return Paths(
+      corpus=str(root / "xor_mini" / "corpus.tsv"),
+      dev=str(root / "xor_mini" / "dev.jsonl"),
+      qrels=str(root / "xor_mini" / "dev.qrels"),
+      pairs_glob=str(root / "pairs_swim_ir_layout" / "cross_lingual" / "*.jsonl"),
+      languages=["ar", "bn", "fi", "ja", "ko", "ru", "te"],
+    )
+  from xtr_jax.experiments import sample_data
+
+  data_dir = out / "data"
+  if not (data_dir / "README.md").is_file():
+    sample_data.write_sample(data_dir, num_towns=scale.num_towns)
+  return Paths(
+    corpus=str(data_dir / "corpus.tsv"),
+    dev=str(data_dir / "xor" / "dev.jsonl"),
+    qrels=str(data_dir / "xor" / "dev.qrels"),
+    pairs_glob=str(data_dir / "swim_ir" / "cross_lingual" / "*.jsonl"),
+    languages=list(sample_data.LANGUAGES),
+  )
+
+
+def _train_bindings(paths: Paths, vocab: str, scale: Scale, steps: int) -> list[str]:
+  return [
+    f"--gin.PAIRS='{paths.pairs_glob}'",
+    f"--gin.VOCAB='{vocab}'",
+    f"--gin.VOCAB_SIZE={scale.vocab_size}",
+    f"--gin.BATCH_SIZE={scale.batch_size}",
+    f"--gin.TRAIN_STEPS={steps}",
+    f"--gin.trainer.train.checkpoint_every={max(steps // 2, 1)}",
+    f"--gin.trainer.train.eval_every={max(steps // 3, 1)}",
+    f"--gin.trainer.train.log_every={max(steps // 10, 1)}",
+  ]
+
+
+def _stage(number: int, total: int, name: str, done: bool) -> float:
+  state = "done already, skipping" if done else "running"
+  _say(f"\n[{number}/{total}] {name} ({state})")
+  return time.time()
+
+
+def _read_eval(path: str) -> dict:
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)["metrics"]
+
+
+def summary_table(plain: dict, augmented: dict, metrics: list[str]) -> str:
+  """Per-language table: each metric without and with xQG augmentation (percentages)."""
+  langs = sorted({lang for m in metrics for lang in plain[m]["per_lang"]})
+  header = "| lang | " + " | ".join(f"{m} | {m} +xQG" for m in metrics) + " |"
+  rows = [header, "|---|" + "---:|---:|" * len(metrics)]
+
+  def fmt(value) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+  for lang in langs:
+    cells = [lang]
+    for m in metrics:
+      cells += [fmt(plain[m]["per_lang"].get(lang)), fmt(augmented[m]["per_lang"].get(lang))]
+    rows.append("| " + " | ".join(cells) + " |")
+  cells = ["**macro**"]
+  for m in metrics:
+    cells += [fmt(plain[m]["macro"]), fmt(augmented[m]["macro"])]
+  rows.append("| " + " | ".join(cells) + " |")
+  return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="xtr-jax demo", description=__doc__.split("\n")[0])
+  parser.add_argument("--output_dir", default="demo_output", help="Where every artefact goes.")
+  parser.add_argument("--data", choices=["sample", "shared"], default="sample")
+  parser.add_argument("--shared_dir", default=str(SHARED_DEFAULT), help="For --data shared.")
+  parser.add_argument("--scale", choices=sorted(SCALES), default="default")
+  parser.add_argument("--xtr_steps", type=int, help="Override the preset's XTR steps.")
+  parser.add_argument("--xqg_steps", type=int, help="Override the preset's xQG steps.")
+  args = parser.parse_args(argv)
+
+  scale = SCALES[args.scale]
+  if args.xtr_steps:
+    scale = dataclasses.replace(scale, xtr_steps=args.xtr_steps)
+  if args.xqg_steps:
+    scale = dataclasses.replace(scale, xqg_steps=args.xqg_steps)
+  out = pathlib.Path(args.output_dir).resolve()
+  out.mkdir(parents=True, exist_ok=True)
+  start = time.time()
+  total = 8
+  timings: dict[str, float] = {}
+
+  t = _stage(1, total, f"data ({args.data})", False)
+  paths = _data(args, scale, out)
+  timings["data"] = time.time() - t
+
+  vocab = str(out / "vocab" / "spm.model")
+  t = _stage(2, total, "SentencePiece vocabulary", os.path.exists(vocab))
+  if not os.path.exists(vocab):
+    argv_vocab = ["train-vocab", "--output", str(out / "vocab" / "spm")]
+    argv_vocab += ["--vocab_size", str(scale.vocab_size), "--corpus", paths.corpus]
+    argv_vocab += ["--swim_ir_dir", str(pathlib.Path(paths.pairs_glob).parent)]
+    _run(argv_vocab)
+  timings["vocab"] = time.time() - t
+
+  xtr_dir, xqg_dir = out / "xtr", out / "xqg"
+  for number, kind, model_dir, gin_file, steps in (
+    (3, "XTR retriever", xtr_dir, "runs/train_xtr_cpu.gin", scale.xtr_steps),
+    (4, "xQG generator", xqg_dir, "runs/train_xqg_cpu.gin", scale.xqg_steps),
+  ):
+    final = model_dir / "final"
+    t = _stage(number, total, f"train the {kind} ({steps} steps)", final.exists())
+    if not final.exists():
+      _run(
+        ["train", "--gin_file", gin_file, "--model_dir", str(model_dir)]
+        + _train_bindings(paths, vocab, scale, steps)
+      )
+    timings[f"train_{model_dir.name}"] = time.time() - t
+
+  generated = out / "generated.jsonl"
+  t = _stage(5, total, "generate questions with xQG", (out / "generated.done").exists())
+  if not (out / "generated.done").exists():
+    _run(
+      [
+        "generate",
+        "--checkpoint",
+        str(xqg_dir / "final"),
+        "--corpus",
+        paths.corpus,
+        "--output",
+        str(generated),
+        "--languages",
+        ",".join(paths.languages),
+        "--num_questions",
+        str(scale.num_questions),
+        "--strategy",
+        "topk",
+        "--max_decode_length",
+        "32",
+        "--max_input_length",
+        "128",
+        "--batch_size",
+        "16",
+      ]
+    )
+    (out / "generated.done").write_text("ok\n")
+  timings["generate"] = time.time() - t
+
+  indexes = {"plain": out / "index_plain", "xqg": out / "index_xqg"}
+  t = _stage(6, total, "build the plain and the augmented token index", False)
+  for name, index_dir in indexes.items():
+    if (index_dir / "manifest.json").exists():
+      _say(f"    {name}: exists")
+      continue
+    argv_index = ["index", "--checkpoint", str(xtr_dir / "final"), "--corpus", paths.corpus]
+    argv_index += ["--output", str(index_dir)]
+    if name == "xqg":
+      argv_index += ["--augment_with", str(generated)]
+    _run(argv_index)
+  timings["index"] = time.time() - t
+
+  t = _stage(7, total, "search the dev queries", False)
+  runs = {name: out / f"run_{name}.trec" for name in indexes}
+  for name, index_dir in indexes.items():
+    if not runs[name].exists():
+      argv_search = ["search", "--index", str(index_dir), "--queries", paths.dev]
+      _run(argv_search + ["--output", str(runs[name]), "--k", "100"])
+  timings["search"] = time.time() - t
+
+  t = _stage(8, total, "evaluate", False)
+  evals = {}
+  for name in indexes:
+    prefix = out / f"eval_{name}"
+    argv_eval = ["evaluate", "--run", str(runs[name]), "--queries", paths.dev]
+    argv_eval += ["--qrels", paths.qrels, "--corpus", paths.corpus, "--output", str(prefix)]
+    if name == "xqg":
+      argv_eval += ["--compare", str(runs["plain"])]
+    _run(argv_eval)
+    evals[name] = _read_eval(f"{prefix}.json")
+  timings["evaluate"] = time.time() - t
+
+  metrics = ["Recall@20", "MRR@10", "R@2kt"]
+  table = summary_table(evals["plain"], evals["xqg"], metrics)
+  report = (
+    f"# xtr_jax demo ({args.data} data)\n\n{table}\n\n"
+    f"Stage seconds: {json.dumps({k: round(v, 1) for k, v in timings.items()})}\n"
+    f"Total: {time.time() - start:.0f} s\n"
+  )
+  (out / "summary.md").write_text(report, encoding="utf-8")
+  _say("\n" + report)
+  _say(f"All artefacts are in {out}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
