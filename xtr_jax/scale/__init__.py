@@ -1,0 +1,1 @@
+"""Scale-out: multi-host training helpers, Beam pipelines, sharded token indexes."""
