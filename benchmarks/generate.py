@@ -134,16 +134,18 @@ def main() -> None:
     f"{len(jax.devices())}; batch {args.batch_size}, input {args.input_length}, "
     f"decode {args.decode_length}"
   )
-  rows = [run(s, st, args) for s in args.shapes.split(",") for st in args.strategies.split(",")]
-  print(
+  header = (
     "| shape | strategy | ours tok/s | HF generate tok/s | ours / HF | compile s | greedy agree |"
   )
-  print("|---|---|---:|---:|---:|---:|---:|")
-  for r in rows:
-    print(
-      f"| {r['shape']} | {r['strategy']} | {r['ours_tps']:.0f} | {r['hf_tps']:.0f} | "
-      f"{r['ours_tps'] / r['hf_tps']:.2f}x | {r['compile_s']:.1f} | {r['agree']} |"
-    )
+  print(header + "\n|---|---|---:|---:|---:|---:|---:|", flush=True)
+  for shape in args.shapes.split(","):
+    for strategy in args.strategies.split(","):
+      r = run(shape, strategy, args)
+      print(
+        f"| {r['shape']} | {r['strategy']} | {r['ours_tps']:.0f} | {r['hf_tps']:.0f} | "
+        f"{r['ours_tps'] / r['hf_tps']:.2f}x | {r['compile_s']:.1f} | {r['agree']} |",
+        flush=True,
+      )
 
 
 if __name__ == "__main__":
