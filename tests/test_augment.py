@@ -164,3 +164,34 @@ def test_index_end_to_end_generated_question_finds_its_passage(tmp_path):
   # Every query token finds itself (cosine 1, float16 storage) among the extra vectors.
   assert top_score == pytest.approx(1.0, abs=1e-2)  # MaxSim averaged over query tokens
   assert dict(plain[1]).get(target, -1e9) < top_score - 1e-3
+
+
+def test_index_command_augment_with(tmp_path):
+  import gin  # noqa: PLC0415
+  from xtr_jax import cli  # noqa: PLC0415
+  from xtr_jax.index.store import read_manifest  # noqa: PLC0415
+  from xtr_jax.index.testing import make_tiny_setup  # noqa: PLC0415
+
+  setup = make_tiny_setup(str(tmp_path / "tiny"), num_passages=6)
+  generated = tmp_path / "generated.jsonl"
+  generated.write_text(
+    json.dumps({"docid": setup.passage_ids[1], "generated_queries": {"ja": ["river", "king"]}})
+  )
+  out = str(tmp_path / "index")
+  argv = [
+    "index",
+    f"--checkpoint={setup.checkpoint}",
+    f"--corpus={setup.corpus}",
+    f"--output={out}",
+    f"--augment_with={generated}",
+    "--augment_mode=pooled_per_language",
+    "--augment_weight=0.5",
+    "--gin.index_settings.backend='brute_force'",
+  ]
+  try:
+    assert cli.main(argv) == 0
+  finally:
+    gin.clear_config()
+  manifest = read_manifest(out)
+  assert manifest["num_extra_tokens"] == 1  # one pooled vector for one language
+  assert manifest["extra_weight"] == 0.5

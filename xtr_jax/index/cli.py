@@ -102,13 +102,28 @@ def index_main(argv: list[str]) -> int:
   parser.add_argument("--output", required=True, help="Index directory to create.")
   parser.add_argument("--vocabulary", help="SentencePiece model (default: the checkpoint's).")
   parser.add_argument("--overwrite", action="store_true", help="Replace an existing index.")
+  parser.add_argument("--augment_with", help="xQG generated-questions JSONL (xtr-jax generate).")
+  parser.add_argument("--augment_mode", default="tokens", choices=("tokens", "pooled_per_language"))
+  parser.add_argument("--augment_weight", type=float, help="Scale of the added vectors.")
   args = parse_args_with_gin(parser, argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+  if args.augment_with and not os.path.isfile(args.augment_with):
+    parser.error(f"--augment_with {args.augment_with}: file not found")
   params, config, proj_dim, fingerprint, extra = load_model(args.checkpoint)
   vocabulary = args.vocabulary or extra.get("vocabulary")
   if not vocabulary:
     parser.error("--vocabulary is required: the checkpoint records no vocabulary")
   tokenizer = Tokenizer(vocabulary, config.vocab_size, config.eos_token_id)
+  augmentation = {}
+  if args.augment_with:  # xQG passage augmentation (xtr_jax/index/augment.py)
+    from xtr_jax.index import augment  # noqa: PLC0415
+
+    encode_fn = augment.token_encode_fn(TokenEncoder(params, config, proj_dim), tokenizer)
+    augmentation["extra_vectors"] = augment.extra_vectors_from_generated(
+      args.augment_with, encode_fn, mode=args.augment_mode
+    )
+  if args.augment_weight is not None:
+    augmentation["extra_weight"] = args.augment_weight
   manifest = build_from_corpus(
     args.corpus,
     args.output,
@@ -119,6 +134,7 @@ def index_main(argv: list[str]) -> int:
     tokenizer=tokenizer,
     checkpoint=args.checkpoint,
     overwrite=args.overwrite,
+    **augmentation,
   )
   print(
     f"index {args.output}: {manifest['num_passages']} passages, {manifest['num_tokens']} "
