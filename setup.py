@@ -30,6 +30,8 @@ setuptools.setup(
       for r in _requirements("requirements-test.txt")
       if r not in _requirements("requirements.txt")
     ],
+    # Beam pipelines (xtr_jax/scale); resolves protobuf 6.x / pyarrow 25 (docs/readme_scale.md).
+    "beam": ["apache-beam[gcp]==2.77.0"],
   },
   entry_points={"console_scripts": ["xtr-jax = xtr_jax.cli:main"]},
 )
