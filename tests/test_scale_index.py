@@ -107,10 +107,6 @@ def test_scann_sharded_equals_single_with_same_partitioning(tmp_path):
   params = ScannParams(num_leaves=8, num_leaves_to_search=3, training_sample_size=2000)
   kw = dict(model_fingerprint="m", backend="scann", scann_params=params)
   si.build_sharded_index(str(tmp_path / "sharded"), inputs, **kw)
-  # One index, segments at the shard boundaries (build_index's segments are equal-sized, so
-  # build it from three segment-sized pieces by giving every shard the same size).
-  sizes = set(SIZES)
-  assert len(sizes) == 3  # unequal shards: compare against per-range searchers instead
   sharded = store.load_index(str(tmp_path / "sharded"))
   q = _unit(rng, 30).astype(np.float32)
   i1, s1 = sharded.search_tokens(q, 20)
