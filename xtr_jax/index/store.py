@@ -223,6 +223,8 @@ def _check_manifest(path: str, manifest: dict) -> None:
       raise IndexFormatError(
         f"{path}: field {key!r} must be {kind.__name__}, got {manifest.get(key)!r}"
       )
+  if not manifest["segments"]:
+    raise IndexFormatError(f"{path}: 'segments' is empty")
   for i, seg in enumerate(manifest["segments"]):
     if not (
       isinstance(seg, dict)
