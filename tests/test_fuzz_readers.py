@@ -227,3 +227,26 @@ def test_checkpoint_metadata_with_bad_config_names_file(tmp_path):
     meta_path.write_text(json.dumps({**meta, **bad}))
     with pytest.raises(ValueError, match=str(meta_path)):
       orbax_io.load_checkpoint(tmp_path / "ck")
+
+
+def test_gin_file_with_broken_import_names_the_file(tmp_path):
+  from xtr_jax import gin_utils
+
+  path = tmp_path / "m.gin"
+  path.write_text("import xtr_jax.models.con\n")
+  with pytest.raises(ValueError, match=str(path)):
+    gin_utils.parse_gin([str(path)], [], finalize=False)
+
+
+def test_index_manifest_with_no_segments_is_refused(tmp_path):
+  from xtr_jax.index import store
+
+  d = str(tmp_path / "idx")
+  store.build_index(
+    d, np.ones((4, 8), np.float32), np.array([0, 0, 1, 1]), ["a", "b"],
+    model_fingerprint="fp", backend="brute_force",
+  )  # fmt: skip
+  manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+  (tmp_path / "idx" / "manifest.json").write_text(json.dumps({**manifest, "segments": []}))
+  with pytest.raises(store.IndexFormatError, match="'segments' is empty"):
+    store.load_index(d, backend="brute_force")

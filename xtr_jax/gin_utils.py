@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import tokenize
 
 import gin
 
@@ -71,7 +72,7 @@ def parse_gin(
   files = [resolve_gin_file(f, search_paths) for f in gin_files]
   try:
     gin.parse_config_files_and_bindings(files, bindings, finalize_config=finalize)
-  except (ValueError, SyntaxError, KeyError, TypeError) as e:
+  except (ValueError, SyntaxError, KeyError, TypeError, ImportError, tokenize.TokenError) as e:
     raise ValueError(f"bad gin configuration (files={files}, bindings={bindings}): {e}") from e
 
 
