@@ -44,6 +44,11 @@ class BruteForceSearcher:
         f"queries shape {queries.shape} does not match index dim {self.vectors.shape[1]}"
       )
     k = min(k, self.size)
+    # Bound the [queries, chunk] similarity block (~256 MiB) whatever the number of queries.
+    step = max(1, (1 << 26) // self.chunk_size)
+    if queries.shape[0] > step:
+      parts = [self.search_batched(queries[i : i + step], k) for i in range(0, len(queries), step)]
+      return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     best_ids, best_scores = [], []
     for start in range(0, self.size, self.chunk_size):
       chunk = np.asarray(self.vectors[start : start + self.chunk_size], np.float32)
