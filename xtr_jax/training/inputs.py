@@ -49,6 +49,9 @@ def read_pairs(pattern: str) -> list[dict[str, str]]:
             "id": str(row.get("_id", f"{os.path.basename(path)}:{lineno}")),
             "query": row["query"],
             "passage": f"{title} {row['text']}".strip(),
+            "title": title,
+            "text": row["text"],
+            "code": str(row.get("code") or ""),
           }
         )
   return records
@@ -135,6 +138,10 @@ def jsonl_pairs_batches(
       raise FileNotFoundError(f"SentencePiece model {vocabulary!r} not found")
     train = [r for r in records if not is_heldout(r["id"], heldout_fraction)]
     texts = [r["query"] for r in train] + sorted({r["passage"] for r in train})
+    if converter == "seq2seq":  # the xQG prompts' words must be in the vocabulary too
+      from xtr_jax.models.generate_cli import xqg_input
+
+      texts += [xqg_input(c, "", "") for c in sorted({r["code"] for r in train if r["code"]})]
     logging.info("training a %d-piece SentencePiece model -> %s", train_vocab_size, vocabulary)
     train_sentencepiece(texts, vocabulary, train_vocab_size)
   import sentencepiece as spm
@@ -146,7 +153,18 @@ def jsonl_pairs_batches(
       f"split {split!r} of {pattern!r} has {len(keep)} pairs, fewer than batch_size={batch_size}"
     )
   queries = encode(processor, [r["query"] for r in keep], query_length)
-  passages = encode(processor, [r["passage"] for r in keep], passage_length)
+  if converter == "seq2seq":
+    # xQG: the encoder sees the prompt that names the target language, exactly as
+    # `xtr-jax generate` builds it, so one model writes questions in any language.
+    from xtr_jax.models.generate_cli import xqg_input
+
+    missing = [r["id"] for r in keep if not r["code"]]
+    if missing:
+      raise ValueError(f"{pattern}: seq2seq pairs need a language 'code'; missing in {missing[:3]}")
+    sources = [xqg_input(r["code"], r["title"], r["text"]) for r in keep]
+  else:
+    sources = [r["passage"] for r in keep]
+  passages = encode(processor, sources, passage_length)
   logging.info("%s: %d %s pairs", pattern, len(keep), split)
   per_epoch = len(keep) // batch_size  # drop the ragged tail of each epoch
 
