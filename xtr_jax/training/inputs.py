@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 import gin
+from xtr_jax.models.generate_cli import xqg_input
 
 Batch = dict[str, np.ndarray]
 BatchFactory = Callable[[int, int, int], Iterator[Batch]]
@@ -139,8 +140,6 @@ def jsonl_pairs_batches(
     train = [r for r in records if not is_heldout(r["id"], heldout_fraction)]
     texts = [r["query"] for r in train] + sorted({r["passage"] for r in train})
     if converter == "seq2seq":  # the xQG prompts' words must be in the vocabulary too
-      from xtr_jax.models.generate_cli import xqg_input
-
       texts += [xqg_input(c, "", "") for c in sorted({r["code"] for r in train if r["code"]})]
     logging.info("training a %d-piece SentencePiece model -> %s", train_vocab_size, vocabulary)
     train_sentencepiece(texts, vocabulary, train_vocab_size)
@@ -156,8 +155,6 @@ def jsonl_pairs_batches(
   if converter == "seq2seq":
     # xQG: the encoder sees the prompt that names the target language, exactly as
     # `xtr-jax generate` builds it, so one model writes questions in any language.
-    from xtr_jax.models.generate_cli import xqg_input
-
     missing = [r["id"] for r in keep if not r["code"]]
     if missing:
       raise ValueError(f"{pattern}: seq2seq pairs need a language 'code'; missing in {missing[:3]}")
