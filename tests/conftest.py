@@ -21,3 +21,17 @@ def shared_data() -> pathlib.Path:
   if not SHARED_DATA.is_dir():
     pytest.skip(f"real data not present at {SHARED_DATA}")
   return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _fresh_gin():
+  """Each test starts and ends with an empty, unlocked gin config.
+
+  Commands finalize (lock) gin; a later test in the same worker that imports a module with
+  new configurables would otherwise fail depending on test order.
+  """
+  import gin
+
+  gin.clear_config()
+  yield
+  gin.clear_config()
