@@ -26,6 +26,7 @@ import optax
 import orbax.checkpoint as ocp
 
 import gin
+from xtr_jax.checkpoints import orbax_io
 from xtr_jax.models import t5
 from xtr_jax.models.config import T5Config
 from xtr_jax.models.xtr import RetrievalEncoder
@@ -255,17 +256,6 @@ class Trainer:
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def _flatten(tree: PyTree, prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for key, value in tree.items():
-    path = f"{prefix}/{key}" if prefix else str(key)
-    if isinstance(value, dict):
-      out.update(_flatten(value, path))
-    else:
-      out[path] = value
-  return out
-
-
 def merge_imported_params(init: PyTree, imported: PyTree, source: str) -> tuple[PyTree, list[str]]:
   """Initial params with every param present in ``imported`` replaced by it.
 
@@ -273,7 +263,7 @@ def merge_imported_params(init: PyTree, imported: PyTree, source: str) -> tuple[
   params only in ``init`` (e.g. a fresh projection) keep their initialisation and are
   returned in the second value. A shape mismatch is an error naming the param.
   """
-  flat_init, flat_imp = _flatten(init), _flatten(imported)
+  flat_init, flat_imp = orbax_io.flatten_params(init), orbax_io.flatten_params(imported)
   used, fresh = 0, []
   merged = {}
   for path, value in flat_init.items():
@@ -306,8 +296,6 @@ def merge_imported_params(init: PyTree, imported: PyTree, source: str) -> tuple[
 
 def export_final(directory: str, params: PyTree, task: ModelTask, vocabulary: str | None) -> None:
   """The final model in the project's checkpoint format (``orbax_io.save_checkpoint``)."""
-  from xtr_jax.checkpoints import orbax_io
-
   extra: dict[str, Any] = {}
   if vocabulary:
     extra["vocabulary"] = os.path.abspath(vocabulary)
@@ -393,8 +381,6 @@ def train(
       )["state"]
       logging.info("resumed from %s/%d", ckpt_dir, latest)
     elif init_checkpoint:
-      from xtr_jax.checkpoints import orbax_io
-
       loaded = orbax_io.load_checkpoint(init_checkpoint)
       fresh = jax.device_get(trainer._init_params(jax.random.key(seed)))
       params, new = merge_imported_params(fresh, loaded.params, init_checkpoint)
