@@ -635,7 +635,12 @@ def classify(
 
 
 def run_target(
-  target: Target, cases: int, seed: int = 0, timeout: float = 20.0, max_seconds: float | None = None
+  target: Target,
+  cases: int,
+  seed: int = 0,
+  timeout: float = 20.0,
+  max_seconds: float | None = None,
+  keep_failures: int = 10,
 ) -> Report:
   """Runs up to ``cases`` mutated loads of ``target``; returns outcome counts."""
   report = Report(target.name)
@@ -663,7 +668,7 @@ def run_target(
       outcome, detail = classify(target, case_dir, mutation, file, baseline, timeout)
       report.outcomes[outcome] += 1
       report.cases += 1
-      if outcome.split(":")[0] in FAIL_CLASSES and len(report.failures) < 10:
+      if outcome.split(":")[0] in FAIL_CLASSES and len(report.failures) < keep_failures:
         report.failures.append(f"case {i}: {outcome}: {detail}")
       shutil.rmtree(case_dir, ignore_errors=True)
   report.seconds = time.time() - t0
@@ -679,6 +684,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--timeout", type=float, default=20.0, help="Seconds per case.")
   parser.add_argument("--max_seconds", type=float, help="Stop a target after this long.")
+  parser.add_argument("--show_failures", type=int, default=10, help="Failures listed per target.")
   args = parser.parse_args(argv)
   import logging
 
@@ -687,7 +693,9 @@ def main(argv: list[str] | None = None) -> int:
   reports = []
   print("| target | cases | seconds | failures | outcomes |\n|---|---|---|---|---|", flush=True)
   for target in get_targets(names):
-    r = run_target(target, args.cases, args.seed, args.timeout, args.max_seconds)
+    r = run_target(
+      target, args.cases, args.seed, args.timeout, args.max_seconds, args.show_failures
+    )
     reports.append(r)
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(r.outcomes.items()))
     print(f"| {r.target} | {r.cases} | {r.seconds:.0f} | {r.failed} | {outcomes} |", flush=True)

@@ -250,3 +250,84 @@ def test_index_manifest_with_no_segments_is_refused(tmp_path):
   (tmp_path / "idx" / "manifest.json").write_text(json.dumps({**manifest, "segments": []}))
   with pytest.raises(store.IndexFormatError, match="'segments' is empty"):
     store.load_index(d, backend="brute_force")
+
+
+def _hf_folder(tmp_path, **config_changes):
+  """A valid tiny HF folder whose config.json gets ``config_changes`` (None deletes)."""
+  import jax
+
+  from xtr_jax.checkpoints import hf
+  from xtr_jax.models import config as config_lib
+  from xtr_jax.models import t5
+
+  cfg = config_lib.tiny_config()
+  hf.save_hf(
+    tmp_path / "hf", t5.init_params(cfg, jax.random.PRNGKey(0), t5.Transformer), cfg, "mt5"
+  )
+  path = tmp_path / "hf" / "config.json"
+  conf = json.loads(path.read_text())
+  for k, v in config_changes.items():
+    if v is None:
+      conf.pop(k, None)
+    else:
+      conf[k] = v
+  path.write_text(json.dumps(conf))
+  return tmp_path / "hf"
+
+
+@pytest.mark.parametrize("archs", [5, 1.5, True, {"0": "x"}, [3]])
+def test_hf_architectures_of_wrong_type_is_refused(tmp_path, archs):
+  """Fuzz: ``architectures: 5`` raised TypeError/KeyError from ``archs[0]``."""
+  from xtr_jax.checkpoints import hf
+
+  d = _hf_folder(tmp_path, architectures=archs)
+  with pytest.raises(ValueError, match=rf"{d}/config.json: 'architectures' must be a list"):
+    hf.load_hf(d)
+
+
+@pytest.mark.parametrize(
+  "buckets, distance", [(2, 128), (3, 128), (32, 16), (32, 8), (32, 0), (8, 4)]
+)
+def test_hf_relative_attention_not_computable_is_refused(tmp_path, buckets, distance):
+  """Fuzz: 2-3 buckets divided by zero; max_distance <= num_buckets // 2 gave 'math domain
+  error' (no path) or NaN buckets, deep inside the model."""
+  from xtr_jax.checkpoints import hf
+
+  d = _hf_folder(
+    tmp_path, relative_attention_num_buckets=buckets, relative_attention_max_distance=distance
+  )
+  with pytest.raises(ValueError, match=rf"{d}/config.json: relative_attention_num_buckets"):
+    hf.load_hf(d)
+
+
+def test_t5x_missing_kernel_is_a_clear_error(tmp_path):
+  """Fuzz: a T5X tree without ``encoder/layers_0/mlp/wi*/kernel`` raised a bare KeyError in
+  ``infer_config``; so did a missing embedding or a scalar where an array belongs."""
+  import jax
+  from flax import serialization
+
+  from xtr_jax.checkpoints import orbax_io, t5x
+  from xtr_jax.models import config as config_lib
+  from xtr_jax.models import t5
+
+  cfg = config_lib.tiny_config()
+  params = orbax_io.unbox(t5.init_params(cfg, jax.random.PRNGKey(0), t5.Transformer))
+  flat = {k: np.asarray(v) for k, v in orbax_io.flatten_params(params).items()}
+  for drop, scalar in (
+    ("encoder/layers_0/mlp/wi_0/kernel", None),
+    ("token_embedder/embedding", None),
+    (None, "encoder/relpos_bias/rel_embedding"),
+  ):
+    tree = dict(flat)
+    if drop:
+      del tree[drop]
+      if drop.endswith("wi_0/kernel"):
+        del tree["encoder/layers_0/mlp/wi_1/kernel"]
+    if scalar:
+      tree[scalar] = np.float32(1.0)
+    d = tmp_path / f"t5x_{drop or scalar}".replace("/", "_")
+    d.mkdir()
+    doc = {"version": 2, "optimizer": {"target": orbax_io.unflatten_params(tree)}}
+    (d / "checkpoint").write_bytes(serialization.msgpack_serialize(doc))
+    with pytest.raises(ValueError, match=rf"T5X checkpoint {d}: cannot infer the model config"):
+      t5x.load_t5x(d)

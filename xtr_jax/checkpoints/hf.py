@@ -32,6 +32,7 @@ import numpy as np
 
 from xtr_jax.checkpoints.orbax_io import (
   check_params_match,
+  check_relative_attention,
   expected_param_shapes,
   flatten_params,
   unbox,
@@ -86,9 +87,11 @@ def config_from_hf(hf: Mapping[str, Any], source: str = "config.json") -> T5Conf
     if key not in hf:
       raise ValueError(f"{source}: required field {key!r} is missing")
   try:
-    return T5Config.from_dict(_config_fields_from_hf(hf, ff))
+    config = T5Config.from_dict(_config_fields_from_hf(hf, ff))
   except (TypeError, ValueError, OverflowError) as e:
     raise ValueError(f"{source}: {e}") from None
+  check_relative_attention(config, source)
+  return config
 
 
 def _config_fields_from_hf(hf: Mapping[str, Any], ff: str) -> dict[str, Any]:
@@ -293,6 +296,10 @@ def params_from_hf_tensors(
   """HF state dict -> (params, config, model_kind, extra). ``source`` names the folder."""
   tensors = dict(tensors)
   archs = hf_config.get("architectures") or ["MT5ForConditionalGeneration"]
+  if not isinstance(archs, list) or not isinstance(archs[0], str):
+    raise ValueError(
+      f"{source}/config.json: 'architectures' must be a list of class names, got {archs!r}"
+    )
   arch = archs[0]
   if arch not in FULL_ARCHS + ENCODER_ARCHS:
     raise ValueError(

@@ -28,6 +28,8 @@ METADATA_FILE = "xtr_jax_checkpoint.json"
 PARAMS_DIR = "params"
 MODEL_KINDS = ("mt5", "mt5_encoder", "retrieval")
 FORMAT_VERSION = 1
+VOCAB_KEY = "vocabulary"  # extra: path of the SentencePiece model the weights were trained with
+VOCAB_FP_KEY = "vocabulary_fingerprint"  # extra: its content hash, added by save_checkpoint
 
 
 @dataclasses.dataclass
@@ -77,6 +79,22 @@ def params_fingerprint(params: Mapping[str, Any]) -> str:
     h.update(f"{path}|{arr.shape}|{arr.dtype.str}|".encode())
     h.update(arr.tobytes())
   return h.hexdigest()[:16]
+
+
+def check_relative_attention(config: T5Config, source: str) -> None:
+  """Refuses relative-position settings T5's log buckets cannot compute.
+
+  The encoder's bidirectional buckets need ``num_buckets >= 4`` (one exact bucket each way)
+  and the log-spaced range needs ``max_distance`` beyond the exact ones
+  (``> num_buckets // 2``); otherwise bucketing divides by zero deep inside the model.
+  """
+  nb, md = config.relative_attention_num_buckets, config.relative_attention_max_distance
+  if nb < 4 or md <= nb // 2:
+    raise ValueError(
+      f"{source}: relative_attention_num_buckets={nb} with relative_attention_max_distance="
+      f"{md} is not computable; need num_buckets >= 4 and max_distance > num_buckets // 2 "
+      "(T5/mT5 use 32 and 128)"
+    )
 
 
 def _shape_of(leaf: Any) -> tuple[int, ...]:
@@ -136,6 +154,78 @@ def expected_param_shapes(
   return unbox(shapes)
 
 
+def vocabulary_fingerprint(path: str | os.PathLike) -> str:
+  """Content hash of a SentencePiece model file (the same value index manifests record)."""
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return "sha256:" + h.hexdigest()[:32]
+
+
+def with_vocabulary_fingerprint(extra: Mapping[str, Any] | None) -> dict[str, Any]:
+  """``extra`` plus the fingerprint of ``extra['vocabulary']`` when that file exists.
+
+  A fingerprint already present is kept: it describes the vocabulary the weights were
+  trained with, even when the file at the recorded path has changed since.
+  """
+  extra = dict(extra or {})
+  path = extra.get(VOCAB_KEY)
+  if isinstance(path, str) and VOCAB_FP_KEY not in extra and os.path.isfile(path):
+    extra[VOCAB_FP_KEY] = vocabulary_fingerprint(path)
+  return extra
+
+
+def check_vocabulary(extra: Mapping[str, Any], vocabulary: str, checkpoint: str) -> None:
+  """Refuses a vocabulary other than the one ``checkpoint`` was trained with.
+
+  Checkpoints without a recorded fingerprint (older ones, imports) are not checked.
+  """
+  want = (extra or {}).get(VOCAB_FP_KEY)
+  if not want:
+    return
+  if not os.path.isfile(vocabulary):
+    raise FileNotFoundError(f"SentencePiece model not found: {vocabulary}")
+  got = vocabulary_fingerprint(vocabulary)
+  if got != want:
+    trained = (extra or {}).get(VOCAB_KEY, "?")
+    raise ValueError(
+      f"vocabulary mismatch: {vocabulary} has fingerprint {got} but checkpoint {checkpoint} "
+      f"was trained with {trained} (fingerprint {want}); pass that vocabulary"
+    )
+
+
+# Fields that decide the computation; dropout/dtypes may differ between training and use.
+ARCHITECTURE_FIELDS = (
+  "vocab_size", "d_model", "num_heads", "d_kv", "d_ff", "num_encoder_layers",
+  "num_decoder_layers", "relative_attention_num_buckets", "relative_attention_max_distance",
+  "feed_forward_proj", "tie_word_embeddings", "layer_norm_epsilon",
+)  # fmt: skip
+
+
+def check_config_matches_gin(config: T5Config, checkpoint: str) -> None:
+  """Refuses a checkpoint whose architecture differs from what the gin config binds.
+
+  Only ``T5Config`` parameters explicitly bound in gin (``--gin_file models/mt5_base.gin``,
+  ``--gin.T5Config.d_model=...``) are compared; unbound ones come from the checkpoint.
+  """
+  import gin  # noqa: PLC0415
+
+  diffs = []
+  for name in ARCHITECTURE_FIELDS:
+    try:
+      bound = gin.query_parameter(f"xtr_jax.models.config.T5Config.{name}")
+    except ValueError:
+      continue  # not bound
+    if bound != getattr(config, name):
+      diffs.append(f"{name}={bound!r} in gin but {getattr(config, name)!r} in the checkpoint")
+  if diffs:
+    raise ValueError(
+      f"checkpoint {checkpoint} does not match the gin model config: {'; '.join(diffs)} "
+      "(drop the model gin file/bindings or pass the matching checkpoint)"
+    )
+
+
 def _to_host(params: Mapping[str, Any]) -> dict[str, Any]:
   return jax.tree_util.tree_map(np.asarray, unbox(params))
 
@@ -157,6 +247,7 @@ def save_checkpoint(
   target.parent.mkdir(parents=True, exist_ok=True)
   host = _to_host(params)
   fingerprint = params_fingerprint(host)
+  extra = with_vocabulary_fingerprint(extra)
   tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
   try:
     tmp.mkdir()
@@ -165,7 +256,7 @@ def save_checkpoint(
       "format_version": FORMAT_VERSION,
       "model_kind": model_kind,
       "config": config.to_dict(),
-      "extra": dict(extra or {}),
+      "extra": extra,
       "fingerprint": fingerprint,
     }
     # The metadata file is the commit marker of the temporary directory: written last.
@@ -222,6 +313,7 @@ def load_checkpoint(directory: str | os.PathLike, *, verify: bool = True) -> Che
     config = T5Config.from_dict(metadata["config"])
   except (TypeError, ValueError) as e:
     raise ValueError(f"corrupt checkpoint metadata {meta_path}: {e}") from None
+  check_relative_attention(config, str(meta_path))
   model_kind = metadata["model_kind"]
   extra = metadata.get("extra", {})
   if model_kind not in MODEL_KINDS:

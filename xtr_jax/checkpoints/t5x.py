@@ -20,6 +20,7 @@ import numpy as np
 
 from xtr_jax.checkpoints.orbax_io import (
   check_params_match,
+  check_relative_attention,
   expected_param_shapes,
   flatten_params,
   unflatten_params,
@@ -98,11 +99,21 @@ def infer_config(params: Mapping[str, Any], **overrides) -> T5Config:
   """A T5Config from parameter shapes. ``relative_attention_max_distance`` (and
   layer_norm_epsilon, dropout) cannot be seen in the weights: pass them in ``overrides``."""
   flat = flatten_params(params)
+  for name in ("token_embedder/embedding", "encoder/relpos_bias/rel_embedding",
+               "encoder/layers_0/attention/query/kernel"):  # fmt: skip
+    if name not in flat:
+      raise ValueError(f"parameter {name!r} is missing; cannot infer the model config")
+  for name in (*flat,):
+    if np.ndim(flat[name]) < 1:
+      raise ValueError(f"parameter {name!r} is a scalar; T5X parameters are arrays")
   vocab, d_model = flat["token_embedder/embedding"].shape
   heads, buckets = flat["encoder/relpos_bias/rel_embedding"].shape
   inner = flat["encoder/layers_0/attention/query/kernel"].shape[1]
   gated = "encoder/layers_0/mlp/wi_0/kernel" in flat
-  d_ff = flat[f"encoder/layers_0/mlp/{'wi_0' if gated else 'wi'}/kernel"].shape[1]
+  wi = f"encoder/layers_0/mlp/{'wi_0' if gated else 'wi'}/kernel"
+  if wi not in flat:
+    raise ValueError(f"parameter {wi!r} is missing; cannot infer the model config")
+  d_ff = flat[wi].shape[1]
   n_dec = _count_layers(flat, "decoder")
   base = dict(
     vocab_size=int(vocab),
@@ -145,7 +156,12 @@ def load_t5x(
   flat = flatten_params(params)
   params = unflatten_params(flat)
   if config is None:
-    config = infer_config(params, **config_overrides)
+    try:
+      config = infer_config(params, **config_overrides)
+    except (ValueError, TypeError, IndexError, ZeroDivisionError) as e:
+      # A corrupt tree: a missing kernel, an array of the wrong rank, sizes T5Config refuses.
+      raise ValueError(f"T5X checkpoint {path}: cannot infer the model config: {e}") from None
+  check_relative_attention(config, f"T5X checkpoint {path}")
   model_kind, extra = model_kind_of(params)
   check_params_match(params, expected_param_shapes(config, model_kind, extra), str(path))
   return params, config, model_kind, extra

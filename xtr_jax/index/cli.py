@@ -11,6 +11,7 @@ import shutil
 import time
 
 import gin
+from xtr_jax.checkpoints.orbax_io import check_vocabulary
 from xtr_jax.gin_utils import parse_args_with_gin
 from xtr_jax.index.encode import (
   EncodeParams,
@@ -113,6 +114,7 @@ def index_main(argv: list[str]) -> int:
   vocabulary = args.vocabulary or extra.get("vocabulary")
   if not vocabulary:
     parser.error("--vocabulary is required: the checkpoint records no vocabulary")
+  check_vocabulary(extra, vocabulary, args.checkpoint)
   tokenizer = Tokenizer(vocabulary, config.vocab_size, config.eos_token_id)
   augmentation = {}
   if args.augment_with:  # xQG passage augmentation (xtr_jax/index/augment.py)
