@@ -27,23 +27,27 @@ def _batch(seed=0, b=4, n_neg=1, lq=5, ld=6, dim=8):
   return q, q_mask, d, d_mask
 
 
-def _ce(logits):
+def _ce(logits, keep=None):
+  """Mean over queries of -log softmax at column i, over the kept candidates only."""
   out = 0.0
   for i, row in enumerate(logits):
+    row = [x for j, x in enumerate(row) if keep is None or keep[i][j] or j == i]
+    pos = logits[i][i]
     m = max(row)
-    out += -(row[i] - m - math.log(sum(math.exp(x - m) for x in row)))
+    out += -(pos - m - math.log(sum(math.exp(x - m) for x in row)))
   return out / len(logits)
 
 
-def _xtr_reference(q, q_mask, d, d_mask, k):
+def _xtr_reference(q, q_mask, d, d_mask, k, keep=None):
   b, c = len(q), len(d)
   logits = np.zeros((b, c))
+  ok = lambda i, j: keep is None or keep[i][j] or i == j
   for i in range(b):
     for t in range(q.shape[1]):
       if not q_mask[i, t]:
         continue
       pool = [(float(q[i, t] @ d[j, s]), j, s) for j in range(c) for s in range(d.shape[1])]
-      pool = [p for p in pool if d_mask[p[1], p[2]]]
+      pool = [p for p in pool if d_mask[p[1], p[2]] and ok(i, p[1])]
       pool.sort(reverse=True)
       top = pool[:k]
       for j in range(c):
@@ -60,7 +64,7 @@ def _xtr_reference(q, q_mask, d, d_mask, k):
             (float(q[i, t] @ d[jj, s]), jj)
             for jj in range(c)
             for s in range(d.shape[1])
-            if d_mask[jj, s]
+            if d_mask[jj, s] and ok(i, jj)
           ),
           reverse=True,
         )[:k]
@@ -122,6 +126,61 @@ def test_single_vector_loss_matches_loops():
   np.testing.assert_allclose(float(loss), _ce(ref / 0.05), rtol=1e-5)
 
 
+def _with_duplicates(seed=21, b=5, n_neg=1):
+  """A batch where passage 3 is a copy of passage 0 and a hard negative copies passage 1."""
+  q, q_mask, d, d_mask = _batch(seed=seed, b=b, n_neg=n_neg)
+  d[3], d_mask[3] = d[0], d_mask[0]
+  d[b + 2], d_mask[b + 2] = d[1], d_mask[1]
+  same = np.array([[np.array_equal(d[i], d[j]) for j in range(len(d))] for i in range(b)])
+  keep = ~same  # what the trainer builds from the token rows
+  assert (~keep).sum() == b + 3  # the diagonal, 0<->3 both ways, 1 -> its negative copy
+  return q, q_mask, d, d_mask, keep
+
+
+def _rr_reference(logits, keep):
+  """Exact expected reciprocal rank / recall@1 with ties broken uniformly at random."""
+  rrs, r1s = [], []
+  for i, row in enumerate(logits):
+    others = [x for j, x in enumerate(row) if j != i and keep[i][j]]
+    above = sum(x > row[i] for x in others)
+    tied = sum(x == row[i] for x in others)
+    rrs.append(np.mean([1.0 / (above + 1 + p) for p in range(tied + 1)]))
+    r1s.append(1.0 / (tied + 1) if above == 0 else 0.0)
+  return float(np.mean(rrs)), float(np.mean(r1s))
+
+
+@pytest.mark.parametrize("k_train", [4, 9, 1000])
+def test_xtr_loss_masks_duplicates_of_the_positive(k_train):
+  q, q_mask, d, d_mask, keep = _with_duplicates()
+  ref = _xtr_reference(q, q_mask, d, d_mask, k_train, keep)
+  loss, logits = losses.xtr_loss(
+    q, q_mask, d, d_mask, k_train=k_train, temperature=0.1, candidate_mask=jnp.asarray(keep)
+  )
+  kept = np.where(keep | np.eye(*keep.shape, dtype=bool))
+  np.testing.assert_allclose((np.asarray(logits) * 0.1)[kept], ref[kept], atol=1e-5)
+  np.testing.assert_allclose(float(loss), _ce(ref / 0.1, keep), rtol=1e-5, atol=1e-5)
+  if k_train == 4:  # the copy no longer takes token slots: query 0's own pool changed
+    assert not np.allclose(ref, _xtr_reference(q, q_mask, d, d_mask, k_train))
+  unmasked, _ = losses.xtr_loss(q, q_mask, d, d_mask, k_train=k_train, temperature=0.1)
+  assert float(unmasked) > float(loss)  # the copy, scored like the positive, was a negative
+
+
+def test_colbert_and_single_vector_losses_mask_duplicates():
+  q, q_mask, d, d_mask, keep = _with_duplicates(seed=4)
+  ref = _colbert_reference(q, q_mask, d, d_mask)
+  loss, logits = losses.colbert_loss(
+    q, q_mask, d, d_mask, temperature=0.5, candidate_mask=jnp.asarray(keep)
+  )
+  np.testing.assert_allclose(np.asarray(logits), ref / 0.5, atol=1e-4)
+  np.testing.assert_allclose(float(loss), _ce(ref / 0.5, keep), rtol=1e-5)
+  qv, dv = q[:, 0], d[:, 0]
+  ref = np.array([[float(qv[i] @ dv[j]) for j in range(len(dv))] for i in range(len(qv))])
+  loss, logits = losses.single_vector_loss(
+    qv, dv, temperature=0.05, candidate_mask=jnp.asarray(keep)
+  )
+  np.testing.assert_allclose(float(loss), _ce(ref / 0.05, keep), rtol=1e-5)
+
+
 def test_candidate_mask_removes_duplicates_of_the_positive():
   logits = np.array([[2.0, 5.0, 1.0], [0.0, 1.0, 3.0]], np.float32)
   mask = np.array([[True, False, True], [True, True, True]])
@@ -132,6 +191,28 @@ def test_candidate_mask_removes_duplicates_of_the_positive():
   # query 0 ranks first once the duplicate is gone; query 1's positive (1.0) ranks 2nd of 3.
   np.testing.assert_allclose(float(metrics["mrr"]), (1 + 1 / 2) / 2)
   np.testing.assert_allclose(float(metrics["recall@1"]), 0.5)
+  # chance over 2 and 3 candidates: H_2/2 = 0.75, H_3/3 = 11/18.
+  np.testing.assert_allclose(float(metrics["chance_mrr"]), (0.75 + 11 / 18) / 2, rtol=1e-6)
+  np.testing.assert_allclose(float(metrics["chance_recall@1"]), (1 / 2 + 1 / 3) / 2, rtol=1e-6)
+
+
+def test_ranking_metrics_break_ties_at_random_and_match_loops():
+  # XTR scores every unretrieved candidate 0: all-zero logits are chance, not rank 1.
+  zeros = np.zeros((4, 6), np.float32)
+  m = losses.in_batch_ranking_metrics(jnp.asarray(zeros))
+  np.testing.assert_allclose(float(m["mrr"]), sum(1 / k for k in range(1, 7)) / 6, rtol=1e-6)
+  np.testing.assert_allclose(float(m["mrr"]), float(m["chance_mrr"]), rtol=1e-6)
+  np.testing.assert_allclose(float(m["recall@1"]), 1 / 6, rtol=1e-6)
+  rng = np.random.default_rng(0)
+  logits = rng.integers(0, 3, size=(6, 9)).astype(np.float32)  # many ties
+  keep = rng.random((6, 9)) > 0.3
+  m = losses.in_batch_ranking_metrics(jnp.asarray(logits), jnp.asarray(keep))
+  mrr, r1 = _rr_reference(logits, keep)
+  np.testing.assert_allclose(float(m["mrr"]), mrr, rtol=1e-6)
+  np.testing.assert_allclose(float(m["recall@1"]), r1, rtol=1e-6)
+  n = (keep | np.eye(6, 9, dtype=bool)).sum(1)
+  chance = np.mean([sum(1 / k for k in range(1, c + 1)) / c for c in n])
+  np.testing.assert_allclose(float(m["chance_mrr"]), chance, rtol=1e-6)
 
 
 def test_token_cross_entropy_with_z_loss():

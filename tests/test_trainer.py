@@ -167,6 +167,23 @@ def test_jsonl_pairs_are_deterministic_resumable_and_sharded(pairs):
   assert not held_q & train_q  # the held-out split never enters training
 
 
+def test_jsonl_pairs_lowercase_option(tmp_path, pairs):
+  root, vocab = pairs
+  upper = tmp_path / "upper.jsonl"
+  rows = [json.loads(x) for x in open(root / "de.jsonl")]
+  with open(upper, "w", encoding="utf-8") as f:
+    for r in rows:
+      f.write(json.dumps({**r, "query": r["query"].upper(), "text": r["text"].title()}) + "\n")
+  make = lambda pattern, lower: inputs.jsonl_pairs_batches(
+    pattern, vocab, batch_size=8, passage_length=24, heldout_fraction=0.0, lowercase=lower
+  )(0, 0, 1)
+  want, got = next(make(str(root / "de.jsonl"), False)), next(make(str(upper), True))
+  for key in ("query_tokens", "passage_tokens"):
+    np.testing.assert_array_equal(got[key], want[key])
+  cased = next(make(str(upper), False))
+  assert not np.array_equal(cased["query_tokens"], want["query_tokens"])
+
+
 def test_jsonl_pairs_errors_name_the_file_and_line(tmp_path, pairs):
   _, vocab = pairs
   bad = tmp_path / "bad.jsonl"

@@ -119,6 +119,7 @@ def jsonl_pairs_batches(
   seed: int = 0,
   converter: str = "dual_encoder",
   train_vocab_size: int | None = None,
+  lowercase: bool = False,
 ) -> BatchFactory:
   """Deterministic, resumable batches of (query, passage) pairs.
 
@@ -127,13 +128,19 @@ def jsonl_pairs_batches(
   held-out split (a hash of ``_id``) never enters training. ``converter='seq2seq'`` gives
   passage -> query batches with seqio's EncDecFeatureConverter names for xQG. When
   ``vocabulary`` does not exist and ``train_vocab_size`` is set, a SentencePiece model is
-  trained on the training split's texts and written there first.
+  trained on the training split's texts and written there first. ``lowercase`` lower-cases
+  queries and passages before the vocabulary sees them (as the released XTR models'
+  inference code does), so cased and uncased spellings share pieces; a vocabulary trained
+  with it must be used with it.
   """
   if split not in ("train", "heldout"):
     raise ValueError(f"jsonl_pairs_batches.split={split!r}; expected 'train' or 'heldout'")
   if converter not in ("dual_encoder", "seq2seq"):
     raise ValueError(f"jsonl_pairs_batches.converter={converter!r}")
   records = read_pairs(pattern)
+  if lowercase:
+    fields = ("query", "passage", "title", "text")
+    records = [{**r, **{k: r[k].lower() for k in fields}} for r in records]
   if not os.path.exists(vocabulary):
     if not train_vocab_size:
       raise FileNotFoundError(f"SentencePiece model {vocabulary!r} not found")

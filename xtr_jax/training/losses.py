@@ -25,13 +25,26 @@ def in_batch_cross_entropy(logits: Array, candidate_mask: Array | None = None) -
   """Softmax CE with query i's positive at column i; returns the mean over queries."""
   b = logits.shape[0]
   if candidate_mask is not None:
-    keep = candidate_mask | jnp.eye(b, logits.shape[1], dtype=bool)
-    logits = jnp.where(keep, logits, NEG)
+    logits = jnp.where(_keep(candidate_mask, b, logits.shape[1]), logits, NEG)
   log_probs = jax.nn.log_softmax(logits, axis=-1)
   return -jnp.mean(log_probs[jnp.arange(b), jnp.arange(b)])
 
 
-def xtr_scores(q: Array, q_mask: Array, d: Array, d_mask: Array, k_train: int) -> Array:
+def _keep(candidate_mask: Array | None, b: int, c: int) -> Array:
+  """[B, C] candidates each query ranks: the mask (default all) plus its own positive."""
+  if candidate_mask is None:
+    return jnp.ones((b, c), bool)
+  return candidate_mask.astype(bool) | jnp.eye(b, c, dtype=bool)
+
+
+def xtr_scores(
+  q: Array,
+  q_mask: Array,
+  d: Array,
+  d_mask: Array,
+  k_train: int,
+  candidate_mask: Array | None = None,
+) -> Array:
   """XTR's in-batch token-retrieval scores (Lee et al., 2023, eq. 4): [B, C].
 
   Each real query token retrieves its top-``k_train`` tokens among all real tokens of all
@@ -40,10 +53,14 @@ def xtr_scores(q: Array, q_mask: Array, d: Array, d_mask: Array, k_train: int) -
   tokens), divided by Z = the number of query tokens that retrieved at least one of j's
   tokens; Z = 0 gives score 0. Training on this makes the scores of the tokens that
   retrieval will actually find carry the ranking, which is what XTR's inference uses.
+  Candidates masked out for query i (``candidate_mask[i, j]`` False, e.g. a copy of its
+  positive) are also out of its token pool, so they take none of its ``k_train`` slots.
   """
   scores = token_scores(q, d)  # [B, Lq, C, Ld]
   b, lq, c, ld = scores.shape
   valid = jnp.broadcast_to(d_mask.astype(bool)[None, None], scores.shape)
+  if candidate_mask is not None:
+    valid = valid & _keep(candidate_mask, b, c)[:, None, :, None]
   masked = jnp.where(valid, scores, NEG).reshape(b, lq, c * ld)
   k = min(k_train, c * ld)
   kth = jax.lax.top_k(masked, k)[0][..., -1:]  # the k-th best score per query token
@@ -78,7 +95,7 @@ def xtr_loss(
   temperature: float = 1.0,
   candidate_mask: Array | None = None,
 ) -> tuple[Array, Array]:
-  logits = xtr_scores(q, q_mask, d, d_mask, k_train) / temperature
+  logits = xtr_scores(q, q_mask, d, d_mask, k_train, candidate_mask) / temperature
   return in_batch_cross_entropy(logits, candidate_mask), logits
 
 
@@ -121,10 +138,26 @@ def token_cross_entropy(
 
 
 def in_batch_ranking_metrics(logits: Array, candidate_mask: Array | None = None) -> dict:
-  """In-batch MRR and recall@1 of each query's positive (column i) among the candidates."""
-  b = logits.shape[0]
-  if candidate_mask is not None:
-    logits = jnp.where(candidate_mask | jnp.eye(b, logits.shape[1], dtype=bool), logits, NEG)
+  """In-batch MRR and recall@1 of each query's positive (column i) among its candidates.
+
+  Ties count as broken uniformly at random (the expectation is taken exactly), so a model
+  whose scores tie -- XTR gives every unretrieved candidate 0 -- is not credited with an
+  optimistic rank. ``chance_mrr`` / ``chance_recall@1`` are the same metrics for random
+  scores over each query's n unmasked candidates: H_n / n and 1 / n.
+  """
+  b, c = logits.shape
+  keep = _keep(candidate_mask, b, c)
   pos = logits[jnp.arange(b), jnp.arange(b)]
-  rank = 1 + jnp.sum(logits > pos[:, None], axis=1)
-  return {"mrr": jnp.mean(1.0 / rank), "recall@1": jnp.mean((rank == 1).astype(jnp.float32))}
+  others = keep & ~jnp.eye(b, c, dtype=bool)
+  above = jnp.sum(others & (logits > pos[:, None]), axis=1)
+  tied = jnp.sum(others & (logits == pos[:, None]), axis=1)
+  harmonic = jnp.concatenate([jnp.zeros(1), jnp.cumsum(1.0 / jnp.arange(1, c + 1))])
+  # E[1/rank] with the positive uniform over ranks above+1 .. above+tied+1.
+  rr = (harmonic[above + tied + 1] - harmonic[above]) / (tied + 1)
+  n = jnp.sum(keep, axis=1)
+  return {
+    "mrr": jnp.mean(rr),
+    "recall@1": jnp.mean(jnp.where(above == 0, 1.0 / (tied + 1), 0.0)),
+    "chance_mrr": jnp.mean(harmonic[n] / n),
+    "chance_recall@1": jnp.mean(1.0 / n),
+  }

@@ -104,10 +104,19 @@ class ModelTask:
     d = self._encode(params, candidates, rd, deterministic)
     pad = self.config.pad_token_id
     if self.kind == "single_vector":
-      _, logits = losses.single_vector_loss(q, d, temperature=self.tau)
+      _, logits = losses.single_vector_loss(
+        q, d, temperature=self.tau, candidate_mask=candidate_mask
+      )
     elif self.kind == "colbert":
-      _, logits = losses.colbert_loss(q, queries != pad, d, candidates != pad, temperature=self.tau)
-    else:
+      _, logits = losses.colbert_loss(
+        q,
+        queries != pad,
+        d,
+        candidates != pad,
+        temperature=self.tau,
+        candidate_mask=candidate_mask,
+      )
+    else:  # the mask also keeps copies of the positive out of each query's token pool
       _, logits = losses.xtr_loss(
         q,
         queries != pad,
@@ -115,6 +124,7 @@ class ModelTask:
         candidates != pad,
         k_train=self.k_train,
         temperature=self.tau,
+        candidate_mask=candidate_mask,
       )
     if candidate_mask is None:
       candidate_mask = jnp.ones(logits.shape, bool)
