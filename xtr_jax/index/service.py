@@ -3,8 +3,12 @@
 Endpoints: ``POST /search`` with ``{"queries": ["...", ...], "k": 10, "exact": false}`` ->
 ``{"results": [[{"id": pid, "score": s}, ...], ...]}``; ``GET /health``; ``GET /info`` (the
 index manifest). Every bad request gets a 4xx JSON ``{"error": ...}``; at most
-``max_concurrent`` searches run at once and a request that cannot get a slot within
-``queue_timeout`` seconds gets 503; a search slower than ``request_timeout`` gets 504.
+``max_concurrent`` searches run at once, at most ``max_queue`` more wait for a slot (any
+beyond get 503 at once) and a waiting request that gets no slot within ``queue_timeout``
+seconds gets 503; a search slower than ``request_timeout`` gets 504. A client must send a
+whole request (line, headers, body) within ``read_timeout`` seconds, else it gets 408 and
+is disconnected (slowloris, idle keep-alive); at most ``max_connections`` connections are
+open at once, one more gets 503 and is closed.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import concurrent.futures
 import dataclasses
 import json
 import logging
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -30,8 +35,11 @@ class ServiceLimits:
   max_query_chars: int = 2000
   max_k: int = 1000
   max_concurrent: int = 2
+  max_queue: int = 16  # requests waiting for a search slot; more get 503 at once
   queue_timeout: float = 5.0
-  request_timeout: float = 60.0  # seconds for one search; also the socket read timeout
+  request_timeout: float = 60.0  # seconds for one search
+  read_timeout: float = 10.0  # seconds to receive a whole request (line, headers, body)
+  max_connections: int = 256  # open connections (each holds a thread)
 
 
 class BadRequest(Exception):
@@ -82,14 +90,60 @@ def make_server(
   slots = threading.BoundedSemaphore(limits.max_concurrent)
   pool = concurrent.futures.ThreadPoolExecutor(limits.max_concurrent, "search")
   search_lock = threading.Lock()  # the index and jitted encoder are used by one search at a time
+  admitted = [0]  # searches running or waiting for a slot
+  admitted_lock = threading.Lock()
+
+  def admit() -> bool:
+    with admitted_lock:
+      if admitted[0] >= limits.max_concurrent + limits.max_queue:
+        return False
+      admitted[0] += 1
+      return True
+
+  def leave() -> None:
+    with admitted_lock:
+      admitted[0] -= 1
 
   def run_search(queries, k, exact):
     with search_lock:
       return retriever.search(queries, k, exact=exact)
 
   class Handler(BaseHTTPRequestHandler):
-    timeout = limits.request_timeout
+    timeout = limits.read_timeout  # per socket read; the watchdog bounds the whole request
     protocol_version = "HTTP/1.1"
+    _watchdog: threading.Timer | None = None
+
+    def handle_one_request(self):
+      # Trickled bytes each reset a per-read timeout; a deadline for the whole request does not.
+      self._watchdog = threading.Timer(limits.read_timeout, self._read_expired)
+      self._watchdog.daemon = True
+      self._watchdog.start()
+      try:
+        super().handle_one_request()
+      finally:
+        self.request_read()
+
+    def request_read(self) -> None:
+      if self._watchdog is not None:
+        self._watchdog.cancel()
+        self._watchdog = None
+
+    def _read_expired(self) -> None:
+      body = json.dumps(
+        {"error": f"request not received within {limits.read_timeout} s", "status": 408}
+      ).encode()
+      head = (
+        "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+      )
+      try:
+        self.connection.sendall(head.encode() + body)
+      except OSError:
+        pass
+      try:
+        self.connection.shutdown(socket.SHUT_RDWR)
+      except OSError:
+        pass
 
     def log_message(self, fmt, *args):
       logging.info("%s %s", self.address_string(), fmt % args)
@@ -106,6 +160,7 @@ def make_server(
       self.reply(status, {"error": message, "status": status})
 
     def do_GET(self):
+      self.request_read()
       if self.path == "/health":
         self.reply(200, {"status": "ok", "passages": retriever.index.num_passages})
       elif self.path == "/info":
@@ -127,32 +182,93 @@ def make_server(
         if n < 0 or n > limits.max_body_bytes:
           self.close_connection = True
           raise BadRequest(413, f"body of {n} bytes; at most {limits.max_body_bytes}")
-        queries, k, exact = parse_search_request(self.rfile.read(n), limits)
-        if not slots.acquire(timeout=limits.queue_timeout):
-          raise BadRequest(503, "server busy: too many searches in flight; retry later")
+        body = self.rfile.read(n)
+        if len(body) < n:
+          self.close_connection = True
+          raise BadRequest(400, f"body ended after {len(body)} of {n} bytes")
+        self.request_read()
+        queries, k, exact = parse_search_request(body, limits)
+        if not admit():
+          raise BadRequest(503, "server busy: search queue full; retry later")
         try:
-          future = pool.submit(run_search, queries, k, exact)
+          if not slots.acquire(timeout=limits.queue_timeout):
+            raise BadRequest(503, "server busy: too many searches in flight; retry later")
           try:
-            results = future.result(timeout=limits.request_timeout)
-          except concurrent.futures.TimeoutError:
-            raise BadRequest(504, f"search took over {limits.request_timeout} s") from None
+            future = pool.submit(run_search, queries, k, exact)
+            try:
+              results = future.result(timeout=limits.request_timeout)
+            except concurrent.futures.TimeoutError:
+              raise BadRequest(504, f"search took over {limits.request_timeout} s") from None
+          finally:
+            slots.release()
         finally:
-          slots.release()
+          leave()
         self.reply(
           200,
           {"results": [[{"id": p, "score": s} for p, s in r] for r in results], "k": k},
         )
       except BadRequest as e:
         self.error(e.status, str(e))
-      except TimeoutError:
+      except (TimeoutError, OSError):  # read timeout, or the watchdog shut the socket
         self.close_connection = True
       except Exception as e:  # never let one request take the server down
         logging.exception("search failed")
         self.error(500, f"internal error: {type(e).__name__}: {e}")
 
-  server = ThreadingHTTPServer((host, port), Handler)
+  server = _BoundedServer((host, port), Handler, limits.max_connections)
   server.daemon_threads = True
   return server
+
+
+class _BoundedServer(ThreadingHTTPServer):
+  """A thread per connection, at most ``max_connections``; one more gets 503 and is closed."""
+
+  request_queue_size = 128  # listen backlog (socketserver's 5 drops SYNs under bursts)
+
+  _BUSY_BODY = b'{"error": "server busy: too many open connections", "status": 503}'
+  BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+  )
+
+  def __init__(self, address, handler, max_connections: int):
+    self.max_connections = max_connections
+    self._open = 0
+    self._open_lock = threading.Lock()
+    super().__init__(address, handler)
+
+  @property
+  def open_connections(self) -> int:
+    return self._open
+
+  def process_request(self, request, client_address):
+    with self._open_lock:
+      full = self._open >= self.max_connections
+      if not full:
+        self._open += 1
+    if full:
+      try:
+        request.settimeout(1.0)
+        request.sendall(self.BUSY)
+      except OSError:
+        pass
+      self.shutdown_request(request)
+      return
+    try:
+      super().process_request(request, client_address)
+    except Exception:
+      self._closed()
+      raise
+
+  def process_request_thread(self, request, client_address):
+    try:
+      super().process_request_thread(request, client_address)
+    finally:
+      self._closed()
+
+  def _closed(self) -> None:
+    with self._open_lock:
+      self._open -= 1
 
 
 def main(argv: list[str]) -> int:
