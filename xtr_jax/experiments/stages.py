@@ -1,0 +1,632 @@
+"""The sweep runner's model stages: train (+ few-shot adaptation), index, search, generate.
+
+Each stage has the runner's signature ``stage(config_name, bindings, workdir) -> dict``. The
+configuration's ``bindings`` (the sweep's base bindings + its own; the first is normally
+``include 'sweeps/runs/....gin'``, the pinned run gin file) are parsed into a *fresh* gin
+config for the duration of the stage, and the sweep's own config (``sweep_spec``,
+``evaluate_stage``, ...) is restored afterwards. So one configuration is exactly
+``workdir/bindings.gin``, and ``xtr-jax train --gin_file workdir/bindings.gin`` would build the
+same model. Stages read their settings from the gin-configurable plans below (``TrainPlan``,
+``IndexPlan``, ``SearchPlan``, ``GeneratePlan``) and hand files to each other through
+``workdir``: ``models.json`` (name -> checkpoint), ``index/``, ``generated.jsonl``,
+``run.trec``.
+
+Paths in the plans are relative to the working directory, except ``TrainPlan.shared_model``
+and the default vocabulary, which live in the sweep's output folder (``workdir.parent``) so
+that configurations can share them (one vocabulary for all configurations; one model for
+sweeps that only vary index / search settings).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import glob
+import hashlib
+import json
+import logging
+import os
+import pathlib
+import re
+import shutil
+import time
+import unicodedata
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+import gin
+from xtr_jax import gin_utils
+from xtr_jax.checkpoints import orbax_io
+from xtr_jax.evaluation import io as eval_io
+from xtr_jax.index import augment as index_augment
+from xtr_jax.index import cli as index_cli
+from xtr_jax.index.encode import (
+  EncodeParams,
+  TokenEncoder,
+  Tokenizer,
+  atomic_write_bytes,
+  atomic_write_json,
+  bucket_length,
+  pad_batch,
+  passage_text,
+  read_corpus,
+)
+from xtr_jax.index.retriever import Retriever, SearchParams
+from xtr_jax.models import generate_cli
+from xtr_jax.models.xtr import RetrievalEncoder
+from xtr_jax.training import inputs, optimizers, trainer
+
+MODELS_FILE = "models.json"
+
+
+# ----------------------------------------------------------------------------- gin isolation
+
+
+@contextlib.contextmanager
+def isolated_gin(bindings: Sequence[str], gin_files: Sequence[str] = ()) -> Iterator[None]:
+  """Parses ``gin_files`` + ``bindings`` into a fresh, locked gin config; restores the caller's.
+
+  The sweep runner's config (``sweep_spec``, ``evaluate_stage``) must survive a stage that
+  builds a whole training config, and no binding of one configuration may leak into the next.
+  """
+  c = gin.config
+  saved = {k: dict(v) for k, v in c._CONFIG.items()}
+  imports = set(c._IMPORTS)
+  operative = {k: dict(v) for k, v in c._OPERATIVE_CONFIG.items()}
+  locked = gin.config_is_locked()
+  try:
+    gin_utils.parse_gin(list(gin_files), list(bindings))
+    yield
+  finally:
+    gin.clear_config()
+    c._CONFIG.update(saved)
+    c._IMPORTS.update(imports)
+    c._OPERATIVE_CONFIG.update(operative)
+    c._set_config_is_locked(locked)
+
+
+# ----------------------------------------------------------------------------- data selection
+
+
+def normalise_text(text: str) -> str:
+  """NFKC, lower case, single spaces: the key for 'the same question / passage'."""
+  return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text).strip().lower())
+
+
+def _stable_rank(seed: int, record_id: str) -> str:
+  return hashlib.sha1(f"{seed}:{record_id}".encode()).hexdigest()
+
+
+def read_pair_records(pairs_dir: str, languages: Sequence[str] | str) -> list[dict[str, Any]]:
+  """Raw records of ``pairs_dir/{code}.jsonl`` for ``languages`` ('all': every file), in order."""
+  if isinstance(languages, str):
+    if languages != "all":
+      raise ValueError(f"languages={languages!r}: expected a list of codes or 'all'")
+    paths = sorted(glob.glob(os.path.join(pairs_dir, "*.jsonl")))
+    if not paths:
+      raise FileNotFoundError(f"no pair files (*.jsonl) in {pairs_dir}")
+  else:
+    paths = [os.path.join(pairs_dir, f"{code}.jsonl") for code in languages]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+      raise FileNotFoundError(f"pair file(s) not found for languages {list(languages)}: {missing}")
+  records = []
+  for path in paths:
+    code = pathlib.Path(path).stem
+    with open(path, encoding="utf-8") as f:
+      for lineno, line in enumerate(f, 1):
+        if not line.strip():
+          continue
+        try:
+          row = json.loads(line)
+        except json.JSONDecodeError as e:
+          raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(row.get("query"), str) or not isinstance(row.get("text"), str):
+          raise ValueError(f"{path}:{lineno}: record lacks string 'query' / 'text'")
+        row.setdefault("code", code)
+        row.setdefault("_id", f"{code}:{lineno}")
+        records.append(row)
+  return records
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldOut:
+  """Questions and gold passage texts that no training pair may contain (normalised)."""
+
+  questions: frozenset[str] = frozenset()
+  passages: frozenset[str] = frozenset()
+
+  @classmethod
+  def load(cls, queries: str | None, qrels: str | None, corpus: str | None) -> HeldOut:
+    questions: set[str] = set()
+    passages: set[str] = set()
+    if queries:
+      questions = {normalise_text(q.question) for q in eval_io.read_queries(queries).values()}
+    if qrels and corpus:
+      gold = {pid for rels in eval_io.read_qrels(qrels).values() for pid in rels}
+      passages = {
+        normalise_text(text) for pid, text, _ in eval_io.iter_corpus(corpus) if pid in gold
+      }
+    elif qrels or corpus:
+      raise ValueError("held-out passages need both heldout_qrels and heldout_corpus")
+    return cls(frozenset(questions), frozenset(passages))
+
+  def overlap(self, record: dict[str, Any]) -> tuple[bool, bool]:
+    return (
+      normalise_text(record["query"]) in self.questions,
+      normalise_text(record["text"]) in self.passages,
+    )
+
+
+def select_pairs(
+  records: Sequence[dict[str, Any]],
+  *,
+  sources: Sequence[str] = (),
+  per_language: int | None = None,
+  heldout: HeldOut = HeldOut(),
+  seed: int = 0,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+  """Filters by ``source``, drops held-out overlaps, keeps ``per_language`` per code.
+
+  The kept records per language are the first ``per_language`` by a seeded hash of ``_id``
+  (stable under file order). Returns (records, statistics for the sweep record).
+  """
+  stats = {"candidates": 0, "dropped_question_overlap": 0, "dropped_passage_overlap": 0}
+  by_lang: dict[str, list[dict[str, Any]]] = {}
+  for r in records:
+    if sources and r.get("source") not in sources:
+      continue
+    stats["candidates"] += 1
+    q_hit, p_hit = heldout.overlap(r)
+    if q_hit:
+      stats["dropped_question_overlap"] += 1
+      continue
+    if p_hit:
+      stats["dropped_passage_overlap"] += 1
+      continue
+    by_lang.setdefault(r["code"], []).append(r)
+  kept = []
+  for code in sorted(by_lang):
+    rows = by_lang[code]
+    if per_language is not None:
+      if len(rows) < per_language:
+        raise ValueError(f"language {code!r}: {len(rows)} pairs, fewer than {per_language} asked")
+      rows = sorted(rows, key=lambda r: _stable_rank(seed, str(r["_id"])))[:per_language]
+    kept.extend(rows)
+  if not kept:
+    raise ValueError(f"no pairs left after filtering (sources={list(sources)}): {stats}")
+  stats["pairs"] = len(kept)
+  stats["per_language"] = {code: sum(r["code"] == code for r in kept) for code in sorted(by_lang)}
+  return kept, stats
+
+
+def write_jsonl(path: pathlib.Path, records: Sequence[dict[str, Any]]) -> None:
+  text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+  atomic_write_bytes(str(path), text.encode("utf-8"))
+
+
+def vocabulary_texts(patterns: Sequence[str], sources: Sequence[str] = ()) -> list[str]:
+  """Texts for the SentencePiece model: JSONL lines give query + title + text (only records
+  whose ``source`` is in ``sources``, when given), other files their lines."""
+  texts: list[str] = []
+  for pattern in patterns:
+    paths = sorted(glob.glob(pattern))
+    if not paths:
+      raise FileNotFoundError(f"vocabulary text pattern {pattern!r} matches no file")
+    for path in paths:
+      with open(path, encoding="utf-8") as f:
+        for line in f:
+          if not line.strip():
+            continue
+          if path.endswith(".jsonl"):
+            row = json.loads(line)
+            if sources and row.get("source") not in sources:
+              continue
+            texts += [row.get("query", ""), f"{row.get('title', '')} {row.get('text', '')}".strip()]
+          else:
+            texts.append(line.strip())
+  return sorted(set(t for t in texts if t))
+
+
+# ----------------------------------------------------------------------------- train stage
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class TrainPlan:
+  """What the train stage trains on (the run gin file binds it, usually through macros).
+
+  Phase 1: ``languages`` of ``pairs_dir`` whose ``source`` is in ``sources`` (all when empty),
+  at most ``max_pairs_per_language`` each. Phase 2 (when ``adapt_steps`` > 0): few-shot
+  adaptation from phase 1's final checkpoint on ``adapt_per_language`` pairs of each of
+  ``adapt_languages`` with ``adapt_sources``. Pairs whose question is a held-out query, or
+  whose passage is a held-out gold passage, are dropped from both phases and counted.
+  """
+
+  pairs_dir: str = ""
+  languages: Sequence[str] | str = "all"
+  sources: Sequence[str] = ()
+  max_pairs_per_language: int | None = None
+  adapt_pairs_dir: str | None = None  # None: pairs_dir
+  adapt_languages: Sequence[str] = ()
+  adapt_sources: Sequence[str] = ()
+  adapt_per_language: int = 0
+  adapt_steps: int = 0
+  adapt_learning_rate: float | None = None  # None: the run's base learning rate
+  adapt_warmup_steps: int = 0
+  heldout_queries: str | None = None
+  heldout_qrels: str | None = None
+  heldout_corpus: str | None = None
+  vocabulary: str | None = None  # None: <sweep output>/vocab/spm_<size>.model (shared)
+  vocab_size: int = 8000
+  vocab_texts: Sequence[str] = ()  # globs; default: pairs_dir/*.jsonl (JSONL: `sources` only)
+  shared_model: str | None = None  # name: train once in <sweep output>/models/<name>
+  name: str = "xtr"  # key in workdir/models.json
+  seed: int = 0
+
+  def check(self) -> None:
+    if not self.pairs_dir or not os.path.isdir(self.pairs_dir):
+      raise FileNotFoundError(f"TrainPlan.pairs_dir={self.pairs_dir!r} is not a directory")
+    if self.adapt_steps > 0 and (not self.adapt_languages or self.adapt_per_language < 1):
+      raise ValueError(
+        f"TrainPlan.adapt_steps={self.adapt_steps} needs adapt_languages and adapt_per_language"
+      )
+
+
+def _phase_done(directory: pathlib.Path) -> dict | None:
+  path = directory / "phase.json"
+  if path.is_file() and (directory / "final").is_dir():
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  return None
+
+
+def _run_phase(
+  directory: pathlib.Path, bindings: Sequence[str], overrides: Sequence[str], scope: str | None
+) -> dict[str, Any]:
+  """One ``trainer.train`` run in a fresh config; skipped when it finished before."""
+  done = _phase_done(directory)
+  if done is not None:
+    logging.info("%s: finished before, reusing it", directory)
+    return {**done, "reused": 1}
+  t0 = time.time()
+  with isolated_gin([*bindings, *overrides]):
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(str(directory / "config.gin"), gin.config_str().encode("utf-8"))
+    with gin.config_scope(scope) if scope else contextlib.nullcontext():
+      result = trainer.train(str(directory))
+  steps = max(result.losses) if result.losses else 0
+  summary: dict[str, Any] = {"steps": steps, "seconds": round(time.time() - t0, 1)}
+  if result.losses:
+    summary["final_train_loss"] = round(result.losses[steps], 4)
+  if result.eval_metrics:
+    last = max(result.eval_metrics)
+    summary.update({f"eval_{k}": round(v, 4) for k, v in result.eval_metrics[last].items()})
+  if not (directory / "final").is_dir():
+    raise RuntimeError(f"training in {directory} finished without a final checkpoint")
+  atomic_write_json(str(directory / "phase.json"), summary)
+  return summary
+
+
+def _write_models(workdir: pathlib.Path, name: str, checkpoint: str) -> None:
+  path = workdir / MODELS_FILE
+  models = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+  models[name] = os.path.abspath(checkpoint)
+  atomic_write_json(str(path), models)
+
+
+def model_checkpoint(workdir: pathlib.Path, name: str) -> str:
+  """The checkpoint the train stage recorded under ``name`` in workdir/models.json."""
+  path = workdir / MODELS_FILE
+  models = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+  if name not in models:
+    raise FileNotFoundError(
+      f"{path}: no model {name!r} (have {sorted(models)}); run the train stage first"
+    )
+  return models[name]
+
+
+def train_stage(
+  config_name: str, bindings: Sequence[str], workdir: pathlib.Path, scope: str | None = None
+) -> dict[str, Any]:
+  """Phase 1 on the selected pairs, then optional few-shot adaptation; records the model."""
+  del config_name
+  workdir = pathlib.Path(workdir)
+  with isolated_gin(bindings):
+    with gin.config_scope(scope) if scope else contextlib.nullcontext():
+      plan = TrainPlan()
+  plan.check()
+  sweep_dir = workdir.parent
+  home = sweep_dir / "models" / plan.shared_model if plan.shared_model else workdir / plan.name
+  home.mkdir(parents=True, exist_ok=True)
+  heldout = HeldOut.load(plan.heldout_queries, plan.heldout_qrels, plan.heldout_corpus)
+
+  records = read_pair_records(plan.pairs_dir, plan.languages)
+  train_pairs, train_stats = select_pairs(
+    records,
+    sources=plan.sources,
+    per_language=plan.max_pairs_per_language,
+    heldout=heldout,
+    seed=plan.seed,
+  )
+  train_file = home / "train_pairs.jsonl"
+  write_jsonl(train_file, train_pairs)
+
+  vocabulary = plan.vocabulary or str(sweep_dir / "vocab" / f"spm_{plan.vocab_size}.model")
+  if not os.path.isfile(vocabulary):
+    patterns = list(plan.vocab_texts) or [os.path.join(plan.pairs_dir, "*.jsonl")]
+    texts = vocabulary_texts(patterns, plan.sources)
+    logging.info("training the shared %d-piece vocabulary on %d texts", plan.vocab_size, len(texts))
+    inputs.train_sentencepiece(texts, vocabulary, plan.vocab_size)
+  common = [f"PAIRS = '{train_file}'", f"VOCAB = '{vocabulary}'"]
+  out: dict[str, Any] = {
+    "vocabulary": os.path.abspath(vocabulary),
+    "data": {k: v for k, v in train_stats.items() if k != "per_language"},
+    "train_languages": sorted(train_stats["per_language"]),
+  }
+  out["phase1"] = _run_phase(home / "phase1", bindings, common, scope)
+  final = home / "phase1" / "final"
+
+  if plan.adapt_steps > 0:
+    adapt_dir = plan.adapt_pairs_dir or plan.pairs_dir
+    adapt_records = read_pair_records(adapt_dir, list(plan.adapt_languages))
+    adapt_pairs, adapt_stats = select_pairs(
+      adapt_records,
+      sources=plan.adapt_sources,
+      per_language=plan.adapt_per_language,
+      heldout=heldout,
+      seed=plan.seed,
+    )
+    adapt_file = home / "adapt_pairs.jsonl"
+    write_jsonl(adapt_file, adapt_pairs)
+    overrides = [
+      f"PAIRS = '{adapt_file}'",
+      f"VOCAB = '{vocabulary}'",
+      f"TRAIN_STEPS = {plan.adapt_steps}",
+      f"trainer.train.init_checkpoint = '{final}'",
+      "trainer.train.eval_batches = None",
+      "inputs.jsonl_pairs_batches.heldout_fraction = 0.0",
+      f"optimizers.learning_rate_schedule.warmup_steps = {plan.adapt_warmup_steps}",
+    ]
+    if plan.adapt_learning_rate is not None:
+      overrides.append(
+        f"optimizers.learning_rate_schedule.base_learning_rate = {plan.adapt_learning_rate}"
+      )
+    out["adapt"] = _run_phase(home / "adapt", bindings, overrides, scope)
+    out["adapt_data"] = {k: v for k, v in adapt_stats.items() if k != "per_language"}
+    final = home / "adapt" / "final"
+  _write_models(workdir, plan.name, str(final))
+  out["checkpoint"] = str(final)
+  return out
+
+
+def train_xqg_stage(config_name: str, bindings: Sequence[str], workdir: pathlib.Path):
+  """The train stage under gin scope ``xqg`` (the run gin binds ``xqg/...`` for the generator)."""
+  return train_stage(config_name, bindings, workdir, scope="xqg")
+
+
+# ----------------------------------------------------------------------------- index stage
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class IndexPlan:
+  """The corpus to index and the optional xQG augmentation (Sweep 2)."""
+
+  corpus: str = ""
+  model: str = "xtr"  # key in workdir/models.json
+  augment: bool = False  # add the generate stage's questions (workdir/generated.jsonl)
+  augment_mode: str = "tokens"
+  augment_weight: float = 1.0
+
+
+class DenseEncoder:
+  """Mean-pooled single-vector encoder (the single-vector baseline has no token index)."""
+
+  def __init__(self, params, config, proj_dim: int):
+    self.model = RetrievalEncoder(config, proj_dim=proj_dim, pooling="mean")
+    self.params = jax.device_put(nn.meta.unbox(params))
+    self._fn = jax.jit(lambda p, ids: self.model.apply({"params": p}, ids))
+
+  def encode(self, token_ids: list[list[int]], batch_size: int, max_length: int) -> np.ndarray:
+    out = np.zeros((len(token_ids), self.model.proj_dim), np.float32)
+    buckets = EncodeParams().buckets
+    order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
+    for start in range(0, len(order), batch_size):
+      idx = order[start : start + batch_size]
+      length = bucket_length(max(len(token_ids[i]) for i in idx), max_length, buckets)
+      vecs = np.asarray(
+        self._fn(self.params, pad_batch([token_ids[i] for i in idx], length, batch_size))
+      )
+      out[idx] = vecs[: len(idx)]
+    return out
+
+
+def _load_retrieval(checkpoint: str):
+  ckpt = orbax_io.load_checkpoint(checkpoint)
+  extra = dict(ckpt.extra or {})
+  vocabulary = extra.get("vocabulary")
+  if not vocabulary:
+    raise ValueError(f"checkpoint {checkpoint} records no vocabulary")
+  tokenizer = Tokenizer(vocabulary, ckpt.config.vocab_size, ckpt.config.eos_token_id)
+  return ckpt, extra, tokenizer
+
+
+def index_stage(config_name: str, bindings: Sequence[str], workdir: pathlib.Path) -> dict:
+  """Encodes the corpus with the trained model into workdir/index (token or dense)."""
+  del config_name
+  workdir = pathlib.Path(workdir)
+  t0 = time.time()
+  with isolated_gin(bindings):
+    plan = IndexPlan()
+    if not os.path.isfile(plan.corpus):
+      raise FileNotFoundError(f"IndexPlan.corpus={plan.corpus!r}: file not found")
+    checkpoint = model_checkpoint(workdir, plan.model)
+    ckpt, extra, tokenizer = _load_retrieval(checkpoint)
+    proj_dim = int(extra.get("proj_dim", 128))
+    output = workdir / "index"
+    if extra.get("pooling", "token") == "mean":
+      if plan.augment:
+        raise ValueError("xQG augmentation needs a token-level model, not a single-vector one")
+      params = EncodeParams()
+      passages = list(read_corpus(plan.corpus))
+      ids = tokenizer.encode([passage_text(p) for p in passages], params.max_length)
+      vectors = DenseEncoder(ckpt.params, ckpt.config, proj_dim).encode(
+        ids, params.batch_size, params.max_length
+      )
+      shutil.rmtree(output, ignore_errors=True)
+      tmp = workdir / ".index.tmp"
+      shutil.rmtree(tmp, ignore_errors=True)
+      tmp.mkdir()
+      np.save(tmp / "dense_vectors.npy", vectors)
+      atomic_write_json(
+        str(tmp / "dense.json"),
+        {"checkpoint": checkpoint, "passage_ids": [p.pid for p in passages]},
+      )
+      tmp.rename(output)
+      return {"num_passages": len(passages), "dense": 1, "seconds": round(time.time() - t0, 1)}
+    augmentation: dict[str, Any] = {}
+    if plan.augment:
+      generated = workdir / "generated.jsonl"
+      if not generated.is_file():
+        raise FileNotFoundError(f"{generated}: run the generate stage before an augmented index")
+      encode_fn = index_augment.token_encode_fn(
+        TokenEncoder(ckpt.params, ckpt.config, proj_dim), tokenizer
+      )
+      augmentation["extra_vectors"] = index_augment.extra_vectors_from_generated(
+        str(generated), encode_fn, mode=plan.augment_mode
+      )
+      augmentation["extra_weight"] = plan.augment_weight
+    manifest = index_cli.build_from_corpus(
+      plan.corpus,
+      str(output),
+      ckpt.params,
+      ckpt.config,
+      proj_dim=proj_dim,
+      model_fingerprint=ckpt.fingerprint,
+      tokenizer=tokenizer,
+      checkpoint=checkpoint,
+      overwrite=True,
+      progress=False,
+      **augmentation,
+    )
+  return {
+    "num_passages": manifest["num_passages"],
+    "num_tokens": manifest["num_tokens"],
+    "num_extra_tokens": manifest.get("num_extra_tokens", 0),
+    "encode_seconds": manifest.get("metadata", {}).get("encode_seconds", 0.0),
+    "seconds": round(time.time() - t0, 1),
+  }
+
+
+# ----------------------------------------------------------------------------- search stage
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class SearchPlan:
+  """The queries to run against workdir/index and the run file to write."""
+
+  queries: str = ""
+  k: int = 100
+  exact: bool = False  # exact MaxSim re-scoring of the retrieved candidates (ColBERT-style)
+  run_file: str = "run.trec"
+  batch_size: int = 64
+
+
+def search_stage(config_name: str, bindings: Sequence[str], workdir: pathlib.Path) -> dict:
+  """XOR-layout queries -> TREC run (workdir/run.trec) over the index stage's index."""
+  workdir = pathlib.Path(workdir)
+  t0 = time.time()
+  with isolated_gin(bindings):
+    plan, params = SearchPlan(), SearchParams()
+  # The model comes from the checkpoint alone: loaded outside the configuration's gin.
+  queries = index_cli.read_queries(plan.queries)
+  texts = [q for _, q in queries]
+  index_dir = workdir / "index"
+  if (index_dir / "dense.json").is_file():
+    with open(index_dir / "dense.json", encoding="utf-8") as f:
+      meta = json.load(f)
+    ckpt, extra, tokenizer = _load_retrieval(meta["checkpoint"])
+    encoder = DenseEncoder(ckpt.params, ckpt.config, int(extra.get("proj_dim", 128)))
+    length = params.query_max_length
+    q = encoder.encode(tokenizer.encode(texts, length), plan.batch_size, length)
+    scores = q @ np.load(index_dir / "dense_vectors.npy").T
+    k = min(plan.k, scores.shape[1])
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    pids = meta["passage_ids"]
+    results = [[(pids[j], float(scores[i, j])) for j in row] for i, row in enumerate(top)]
+  else:
+    retriever = Retriever.load(str(index_dir), params=params)
+    results = []
+    for start in range(0, len(texts), plan.batch_size):
+      results += retriever.search(texts[start : start + plan.batch_size], plan.k, plan.exact)
+  text = index_cli.format_trec([qid for qid, _ in queries], results, tag=config_name)
+  atomic_write_bytes(str(workdir / plan.run_file), text.encode("utf-8"))
+  seconds = time.time() - t0
+  return {"num_queries": len(queries), "seconds": round(seconds, 1)}
+
+
+# ----------------------------------------------------------------------------- generate stage
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class GeneratePlan:
+  """xQG: questions per passage and language with the ``xqg`` model (Sweep 2)."""
+
+  corpus: str = ""
+  languages: Sequence[str] = ()
+  num_questions: int = 1
+  strategy: str = "topk"
+  top_k: int = 10
+  temperature: float = 1.0
+  batch_size: int = 16
+  max_input_length: int = 128
+  max_decode_length: int = 32
+  seed: int = 0
+  model: str = "xqg"
+
+
+def generate_stage(config_name: str, bindings: Sequence[str], workdir: pathlib.Path) -> dict:
+  """Writes workdir/generated.jsonl (``xtr-jax generate`` layout) for the index stage."""
+  del config_name
+  workdir = pathlib.Path(workdir)
+  t0 = time.time()
+  with isolated_gin(bindings):
+    plan = GeneratePlan()
+    if not plan.languages:
+      raise ValueError("GeneratePlan.languages is empty")
+    ckpt = orbax_io.load_checkpoint(model_checkpoint(workdir, plan.model))
+    if ckpt.model_kind != "mt5":
+      raise ValueError(f"model {plan.model!r} has model_kind={ckpt.model_kind!r}, expected 'mt5'")
+    vocabulary = (ckpt.extra or {}).get("vocabulary")
+    tokenizer = Tokenizer(vocabulary, ckpt.config.vocab_size, ckpt.config.eos_token_id)
+    settings = generate_cli.DecodeSettings(
+      strategy=plan.strategy,
+      num_questions=plan.num_questions,
+      top_k=plan.top_k,
+      temperature=plan.temperature,
+      max_input_length=plan.max_input_length,
+      max_decode_length=plan.max_decode_length,
+    )
+    generator = generate_cli.QuestionGenerator(ckpt.params, ckpt.config, tokenizer, settings)
+    stats = generate_cli.generate_corpus(
+      plan.corpus,
+      str(workdir / "generated.jsonl"),
+      generator,
+      list(plan.languages),
+      batch_size=plan.batch_size,
+      seed=plan.seed,
+      fingerprint=ckpt.fingerprint,
+      progress=False,
+    )
+  return {"passages": stats["passages"], "seconds": round(time.time() - t0, 1)}
+
+
+# Silence "imported but unused" for modules imported for their gin registrations.
+_GIN_MODULES = (optimizers,)
