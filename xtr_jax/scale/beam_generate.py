@@ -67,8 +67,9 @@ class GenerateShardWork:
     for start in range(0, len(rows), self.batch_size):
       batch = rows[start : start + self.batch_size]
       prompts = [xqg_input(c, r.title, r.text) for r in batch for c in self.languages]
+      codes = [c for _ in batch for c in self.languages]  # for language-tagged generators
       key = jax.random.fold_in(base, spec.first_row + start)
-      out = self.generator(prompts, key, n_rows)
+      out = self.generator(prompts, key, n_rows, codes)
       for j, r in enumerate(batch):
         per_lang = out[j * len(self.languages) : (j + 1) * len(self.languages)]
         gen = {c: qs for c, qs in zip(self.languages, per_lang)}
