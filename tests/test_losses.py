@@ -2,6 +2,7 @@
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -99,6 +100,18 @@ def test_xtr_loss_matches_loops(k_train, temperature):
   )
   np.testing.assert_allclose(np.asarray(logits) * temperature, ref, atol=1e-5)
   np.testing.assert_allclose(float(loss), _ce(ref / temperature), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [1, 7, 64, 300])
+def test_top_k_mask_equals_lax_top_k(k):
+  rng = np.random.default_rng(k)
+  x = rng.normal(size=(3, 5, 300)).astype(np.float32)
+  x[0] = np.round(x[0], 1)  # ties at the k-th value are all in
+  x[1, :, 40:] = losses.NEG  # masked entries; k beyond the real ones takes them too
+  x[2, 0, :] = 0.0
+  x[2, 1, :3] = [-0.0, np.inf, -np.inf]
+  want = x >= np.asarray(jax.lax.top_k(jnp.asarray(x), k)[0])[..., -1:]
+  np.testing.assert_array_equal(np.asarray(losses.top_k_mask(jnp.asarray(x), k)), want)
 
 
 def test_xtr_with_large_k_is_colbert_over_z():
