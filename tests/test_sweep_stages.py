@@ -314,6 +314,4 @@ def test_shipped_sweeps_bindings_parse_into_plans(path):
     with stages.isolated_gin([*spec.base_bindings, *config.bindings]):
       plan = stages.TrainPlan()
       assert plan.languages and stages.IndexPlan().corpus and stages.SearchPlan().queries
-      with gin.config_scope("xqg"):
-        stages.TrainPlan()
   assert gin.query_parameter("sweep_spec.name") == spec.name  # the sweep config is back

@@ -286,7 +286,7 @@ def _phase_done(directory: pathlib.Path) -> dict | None:
 
 
 def _run_phase(
-  directory: pathlib.Path, bindings: Sequence[str], overrides: Sequence[str], scope: str | None
+  directory: pathlib.Path, bindings: Sequence[str], overrides: Sequence[str]
 ) -> dict[str, Any]:
   """One ``trainer.train`` run in a fresh config; skipped when it finished before."""
   done = _phase_done(directory)
@@ -297,8 +297,7 @@ def _run_phase(
   with isolated_gin([*bindings, *overrides]):
     directory.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(str(directory / "config.gin"), gin.config_str().encode("utf-8"))
-    with gin.config_scope(scope) if scope else contextlib.nullcontext():
-      result = trainer.train(str(directory))
+    result = trainer.train(str(directory))
   steps = max(result.losses) if result.losses else 0
   summary: dict[str, Any] = {"steps": steps, "seconds": round(time.time() - t0, 1)}
   if result.losses:
@@ -333,12 +332,18 @@ def model_checkpoint(workdir: pathlib.Path, name: str) -> str:
 def train_stage(
   config_name: str, bindings: Sequence[str], workdir: pathlib.Path, scope: str | None = None
 ) -> dict[str, Any]:
-  """Phase 1 on the selected pairs, then optional few-shot adaptation; records the model."""
+  """Phase 1 on the selected pairs, then optional few-shot adaptation; records the model.
+
+  With ``scope`` (e.g. 'xqg'), the bindings ``scope/...`` apply, unprefixed, after all others
+  (a plain gin scope would not reach the trainer's scoped batch references, ``@train/...``).
+  """
   del config_name
   workdir = pathlib.Path(workdir)
+  if scope:
+    prefix = f"{scope}/"
+    bindings = [*bindings, *(b[len(prefix) :] for b in bindings if b.startswith(prefix))]
   with isolated_gin(bindings):
-    with gin.config_scope(scope) if scope else contextlib.nullcontext():
-      plan = TrainPlan()
+    plan = TrainPlan()
   plan.check()
   sweep_dir = workdir.parent
   home = sweep_dir / "models" / plan.shared_model if plan.shared_model else workdir / plan.name
@@ -368,7 +373,7 @@ def train_stage(
     "data": {k: v for k, v in train_stats.items() if k != "per_language"},
     "train_languages": sorted(train_stats["per_language"]),
   }
-  out["phase1"] = _run_phase(home / "phase1", bindings, common, scope)
+  out["phase1"] = _run_phase(home / "phase1", bindings, common)
   final = home / "phase1" / "final"
 
   if plan.adapt_steps > 0:
@@ -396,7 +401,7 @@ def train_stage(
       overrides.append(
         f"optimizers.learning_rate_schedule.base_learning_rate = {plan.adapt_learning_rate}"
       )
-    out["adapt"] = _run_phase(home / "adapt", bindings, overrides, scope)
+    out["adapt"] = _run_phase(home / "adapt", bindings, overrides)
     out["adapt_data"] = {k: v for k, v in adapt_stats.items() if k != "per_language"}
     final = home / "adapt" / "final"
   _write_models(workdir, plan.name, str(final))
@@ -405,7 +410,7 @@ def train_stage(
 
 
 def train_xqg_stage(config_name: str, bindings: Sequence[str], workdir: pathlib.Path):
-  """The train stage under gin scope ``xqg`` (the run gin binds ``xqg/...`` for the generator)."""
+  """The train stage for the xQG generator: the sweep's ``xqg/...`` bindings apply."""
   return train_stage(config_name, bindings, workdir, scope="xqg")
 
 
