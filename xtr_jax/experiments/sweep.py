@@ -274,11 +274,13 @@ def plot_sweep(records: Sequence[dict], plot: PlotSpec, path: pathlib.Path, titl
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  points = []
+  points, baselines = [], []
   for r in records:
     block = _metric_block(r.get("outputs", {}), plot.metric) if r["status"] == "ok" else None
     if block is not None and plot.x in r.get("labels", {}):
       points.append((r["labels"][plot.x], block))
+    elif block is not None and isinstance(block.get("macro"), (int, float)):
+      baselines.append((r["config"], block["macro"]))  # e.g. BM25: a reference line
   fig, ax = plt.subplots(figsize=(7, 4.5))
   numeric = all(isinstance(x, (int, float)) for x, _ in points)
   xs = [x for x, _ in points] if numeric else list(range(len(points)))
@@ -294,6 +296,8 @@ def plot_sweep(records: Sequence[dict], plot: PlotSpec, path: pathlib.Path, titl
     linewidth=2.5,
     label="average",
   )
+  for name, value in baselines:
+    ax.axhline(value, color="grey", linestyle="--", linewidth=1.5, label=f"{name} (average)")
   if not numeric:
     ax.set_xticks(xs, [str(x) for x, _ in points])
   ax.set_xlabel(plot.x)
