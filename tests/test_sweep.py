@@ -84,6 +84,9 @@ def test_runs_resumes_and_reports(tmp_path):
   assert "fake_eval/Recall@20/per_query" not in rows[0]
   md = (tmp_path / "results.md").read_text()
   assert "| n4 | 4 | ok | 40.00 | 40.00 | 41.00 | 40.50 |" in md
+  # Per-metric table: configurations x languages (sorted) + macro.
+  assert "**Recall@20**\n\n| config | fi | ja | macro |" in md
+  assert "| n2 | 21.00 | 20.00 | 20.50 |" in md
   png = (tmp_path / "toy.png").read_bytes()
   assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 

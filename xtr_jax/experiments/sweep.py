@@ -255,7 +255,32 @@ def write_tables(records: Sequence[dict], output: pathlib.Path) -> None:
 
   lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
   lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+  lines += metric_tables(records)
   io.atomic_write_text(output / "results.md", "\n".join(lines) + "\n")
+
+
+def metric_tables(records: Sequence[dict]) -> list[str]:
+  """One table per evaluated metric: configurations x languages + macro (markdown lines)."""
+  blocks: dict[str, dict[str, Mapping[str, Any]]] = {}
+  for r in records:
+    if r["status"] != "ok":
+      continue
+    for out in r.get("outputs", {}).values():
+      metrics = out.get("metrics") if isinstance(out, Mapping) else None
+      for name, block in (metrics or {}).items():
+        if isinstance(block, Mapping) and "per_lang" in block:
+          blocks.setdefault(name, {})[r["config"]] = block
+  lines = []
+  for name, per_config in blocks.items():
+    langs = sorted({lang for b in per_config.values() for lang in b["per_lang"]})
+    lines += ["", f"**{name}**", "", "| config | " + " | ".join([*langs, "macro"]) + " |"]
+    lines.append("|---|" + "---:|" * (len(langs) + 1))
+    for config, b in per_config.items():
+      values = [b["per_lang"].get(lang) for lang in langs] + [b.get("macro")]
+      lines.append(
+        f"| {config} | " + " | ".join("" if v is None else f"{v:.2f}" for v in values) + " |"
+      )
+  return lines
 
 
 def _metric_block(outputs: Mapping[str, Any], metric: str) -> Mapping[str, Any] | None:
