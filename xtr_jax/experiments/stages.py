@@ -211,7 +211,8 @@ def write_jsonl(path: pathlib.Path, records: Sequence[dict[str, Any]]) -> None:
 
 def vocabulary_texts(patterns: Sequence[str], sources: Sequence[str] = ()) -> list[str]:
   """Texts for the SentencePiece model: JSONL lines give query + title + text (only records
-  whose ``source`` is in ``sources``, when given), other files their lines."""
+  whose ``source`` is in ``sources``, when given), TSV corpora title + text, other files
+  their lines."""
   texts: list[str] = []
   for pattern in patterns:
     paths = sorted(glob.glob(pattern))
@@ -222,7 +223,11 @@ def vocabulary_texts(patterns: Sequence[str], sources: Sequence[str] = ()) -> li
         for line in f:
           if not line.strip():
             continue
-          if path.endswith(".jsonl"):
+          if path.endswith(".tsv"):  # a corpus: id, text, title (header row)
+            cols = line.rstrip("\n").split("\t")
+            if cols[:2] != ["id", "text"]:
+              texts.append(" ".join(cols[2:3] + cols[1:2]))
+          elif path.endswith(".jsonl"):
             row = json.loads(line)
             if sources and row.get("source") not in sources:
               continue
