@@ -1,20 +1,36 @@
 """Sharded token index at 100M-token scale on one machine, under a memory bound.
 
-Stand-in corpus: clustered unit vectors (float16, streamed to disk shard by shard), ~150
-tokens per passage. Each shard is generated and built (ScaNN tree + AH, no reorder) by a
-worker process, then the stand-in shard file is deleted; search runs shard by shard (one
-shard loaded at a time, as one machine per shard would) and merges per-shard top-k' exactly.
+Stand-in corpus: clustered unit vectors (4096 random centres + Gaussian noise, renormalised,
+float16), ~150 tokens per passage, generated per shard from a fixed seed (``1000 + shard``) so
+any shard can be regenerated exactly later (for exact-search recall) without keeping it on disk.
+Each shard is generated and built with ``store.build_index`` (ScaNN tree + AH, no reorder) in
+its own spawned worker process (one task per process, so memory is returned and the worker's
+``getrusage`` is the shard's CPU time). Shards run one after another (``--workers 1``), meant
+to be started with ``nice -n 19`` so it only soaks idle CPU on a shared machine.
 
-  nohup .venv/bin/python benchmarks/scale_100m.py --root /work/scale_tmp \
-    --num_tokens 100000000 --shard_tokens 2000000 --workers 2 > results/scale_100m.log 2>&1 &
+``--drop_vectors``: after a shard is built its ``vectors.npy`` (float16, 256 B/token) is
+replaced by a sparse all-zero placeholder of the same shape (no disk blocks), because the
+100M-token float16 table (25.6 GB) does not fit the disk bound. Such an index still loads and
+searches with ScaNN; exact MaxSim / brute force over it would be meaningless. Recall is
+measured against exact search over regenerated stand-in vectors instead.
 
-Resumable: finished shards (``shard_XXXXX/manifest.json``) are skipped on rerun.
+Search: one shard loaded at a time (as one machine per shard would), ``--num_queries`` x
+``--query_len`` query tokens, top-k' per shard, exact merge across shards, XTR scoring.
+Recall: for the first ``--recall_shards`` shards, the merged ScaNN top-k' over those shards
+vs exact top-k' over the same shards (regenerated vectors, float32 dot products).
+
+  nohup nice -n 19 .venv/bin/python benchmarks/scale_100m.py --root /work/scale_tmp/run \
+    --num_tokens 100000000 --shard_tokens 2000000 --drop_vectors > results/scale_100m.log 2>&1 &
+
+Resumable: finished shards (``stats/XXXXX.json`` written after the index) are skipped on rerun.
+``--deadline HH:MM`` (UTC) stops launching shards that would not finish in time (clean stop).
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import datetime
 import json
 import multiprocessing
 import os
@@ -43,41 +59,76 @@ def clustered(rng: np.random.Generator, n: int, c: np.ndarray, noise: float = 0.
   return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def peak_rss_gib() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+NOISE_BANK = 131_072
 
 
-def build_shard(args) -> dict:
-  """Generates shard ``i`` (streaming float16 to disk), builds its index, deletes the stand-in."""
-  from xtr_jax.index import store  # noqa: PLC0415
-  from xtr_jax.index.scann_index import ScannParams  # noqa: PLC0415
-  from xtr_jax.scale.sharded_index import shard_dir_name  # noqa: PLC0415
+def noise_bank() -> np.ndarray:
+  """Gaussian noise vectors shared by all shards (sampling fresh noise per token costs ~7 us
+  of CPU per token, more than the index build we measure; 4096 centres x 131k noise vectors
+  give 537M distinct tokens)."""
+  rng = np.random.default_rng(54321)
+  return 0.6 / np.sqrt(DIM) * rng.standard_normal((NOISE_BANK, DIM), dtype=np.float32)
 
-  root, i, n, leaves, sample = args
-  out = os.path.join(root, "index", shard_dir_name(i))
-  stats_path = os.path.join(root, "stats", f"{i:05d}.json")
-  if os.path.isfile(os.path.join(out, "manifest.json")) and os.path.isfile(stats_path):
-    with open(stats_path) as f:
-      return json.load(f)
+
+def standin_shard(i: int, n: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+  """Shard ``i``'s stand-in: float16 unit vectors [n, 128], token->passage rows, passage ids.
+
+  Token = normalise(centre[a] + noise[b]) with random (a, b). Deterministic in (i, n): the
+  same call later regenerates exactly the indexed vectors.
+  """
   rng = np.random.default_rng(1000 + i)
-  c = centers()
-  t0 = time.time()
-  standin = os.path.join(root, "standin", f"vectors_{i:05d}.npy")
-  os.makedirs(os.path.dirname(standin), exist_ok=True)
-  mm = np.lib.format.open_memmap(standin + ".tmp.npy", "w+", np.float16, (n, DIM))
+  c, bank = centers(), noise_bank()
+  vectors = np.empty((n, DIM), np.float16)
   for s in range(0, n, CHUNK):
-    mm[s : s + CHUNK] = clustered(rng, min(CHUNK, n - s), c).astype(np.float16)
-  mm.flush()
-  del mm
-  os.replace(standin + ".tmp.npy", standin)
+    m = min(CHUNK, n - s)
+    x = c[rng.integers(0, NUM_CENTERS, m)] + bank[rng.integers(0, NOISE_BANK, m)]
+    vectors[s : s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
   lengths = rng.integers(100, 201, n // 100 + 1)  # ~150 tokens per passage
   ends = np.cumsum(lengths)
   num_p = int(np.searchsorted(ends, n, side="left")) + 1
   t2p = np.repeat(np.arange(num_p, dtype=np.int32), lengths[:num_p])[:n]
   pids = [f"s{i:05d}p{j:07d}" for j in range(num_p)]
-  gen_s = time.time() - t0
-  t1 = time.time()
-  vectors = np.load(standin, mmap_mode="r")
+  return vectors, t2p, pids
+
+
+def peak_rss_gib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def cpu_s() -> float:
+  r = resource.getrusage(resource.RUSAGE_SELF)
+  return r.ru_utime + r.ru_stime
+
+
+def disk_bytes(path: str) -> int:
+  """Allocated bytes (st_blocks), so sparse placeholders count as what they occupy."""
+  return sum(os.stat(os.path.join(d, f)).st_blocks * 512 for d, _, fs in os.walk(path) for f in fs)
+
+
+def sparse_placeholder(path: str, shape: tuple[int, int]) -> None:
+  """Replaces the .npy at ``path`` by an all-zero array of ``shape`` with no data blocks."""
+  tmp = path + ".placeholder.npy"
+  mm = np.lib.format.open_memmap(tmp, "w+", np.float16, shape)  # truncate-extends: a hole
+  del mm
+  os.replace(tmp, path)
+
+
+def build_shard(args) -> dict:
+  """Generates shard ``i`` in memory, builds its index; returns wall/CPU/memory stats."""
+  from xtr_jax.index import store  # noqa: PLC0415
+  from xtr_jax.index.scann_index import ScannParams  # noqa: PLC0415
+  from xtr_jax.scale.sharded_index import shard_dir_name  # noqa: PLC0415
+
+  root, i, n, params, drop_vectors = args
+  out = os.path.join(root, "index", shard_dir_name(i))
+  stats_path = os.path.join(root, "stats", f"{i:05d}.json")
+  if os.path.isfile(os.path.join(out, "manifest.json")) and os.path.isfile(stats_path):
+    with open(stats_path) as f:
+      return json.load(f)
+  load0 = os.getloadavg()[0]
+  t0, c0 = time.time(), cpu_s()
+  vectors, t2p, pids = standin_shard(i, n)
+  t1, c1 = time.time(), cpu_s()
   manifest = store.build_index(
     out,
     vectors,
@@ -85,26 +136,31 @@ def build_shard(args) -> dict:
     pids,
     model_fingerprint="synthetic",
     backend="scann",
-    scann_params=ScannParams(max_leaves=leaves, training_sample_size=sample),
+    scann_params=ScannParams(**params),
     overwrite=True,
   )
-  build_s = time.time() - t1
-  del vectors
-  os.remove(standin)
+  t2, c2 = time.time(), cpu_s()
+  if drop_vectors:
+    sparse_placeholder(os.path.join(out, "vectors.npy"), (n, DIM))
   stats = {
     "shard": i,
     "tokens": n,
-    "passages": num_p,
-    "generate_s": round(gen_s, 1),
-    "build_s": round(build_s, 1),
+    "passages": len(pids),
+    "generate_wall_s": round(t1 - t0, 1),
+    "generate_cpu_s": round(c1 - c0, 1),
+    "build_wall_s": round(t2 - t1, 1),
+    "build_cpu_s": round(c2 - c1, 1),
     "peak_rss_gib": round(peak_rss_gib(), 3),
     "scann_bytes_per_token": manifest["bytes_per_token"]["scann"],
+    "disk_bytes": disk_bytes(out),
     "num_leaves": manifest["scann"]["num_leaves"],
+    "loadavg_start_end": [round(load0, 1), round(os.getloadavg()[0], 1)],
+    "finished_utc": datetime.datetime.now(datetime.UTC).strftime("%H:%M:%S"),
   }
   os.makedirs(os.path.dirname(stats_path), exist_ok=True)
-  with open(stats_path, "w") as f:
+  with open(stats_path + ".tmp", "w") as f:
     json.dump(stats, f)
-  print(json.dumps(stats), flush=True)
+  os.replace(stats_path + ".tmp", stats_path)
   return stats
 
 
@@ -116,10 +172,33 @@ def merge_rows(a_ids, a_s, b_ids, b_s, k):
   return np.take_along_axis(ids, order, 1), np.take_along_axis(s, order, 1)
 
 
-def search(root: str, num_queries: int, qlen: int, token_k: int, k: int) -> dict:
-  from xtr_jax.index import store  # noqa: PLC0415
-  from xtr_jax.index.brute_force import BruteForceSearcher  # noqa: PLC0415
+def exact_top_k(q: np.ndarray, vectors: np.ndarray, k: int, offset: int, block: int = 262_144):
+  """Exact float32 top-``k`` token ids (global: + ``offset``) and scores over ``vectors``."""
+  ids = scores = None
+  for s in range(0, vectors.shape[0], block):
+    sc = q @ vectors[s : s + block].astype(np.float32).T
+    kk = min(k, sc.shape[1])
+    part = np.argpartition(-sc, kk - 1, axis=1)[:, :kk]
+    ps = np.take_along_axis(sc, part, 1)
+    pi = part.astype(np.int64) + offset + s
+    ids, scores = (pi, ps) if ids is None else merge_rows(ids, scores, pi, ps, k)
+  return ids, scores
+
+
+def passages(ids, scores, t2p, num_queries, qlen, k):
   from xtr_jax.index.xtr_search import xtr_search  # noqa: PLC0415
+
+  rows = np.where(ids >= 0, t2p[np.maximum(ids, 0)], -1).reshape(num_queries, qlen, -1)
+  sc = scores.reshape(num_queries, qlen, -1)
+  return [xtr_search(rows[j], sc[j], np.ones(qlen, bool), k)[0] for j in range(num_queries)]
+
+
+def overlap(a, b, k):
+  return float(np.mean([len(set(x[:k].tolist()) & set(y[:k].tolist())) / k for x, y in zip(a, b)]))
+
+
+def search(root: str, num_queries: int, qlen: int, token_k: int, k: int, recall_shards: int):
+  from xtr_jax.index import store  # noqa: PLC0415
   from xtr_jax.scale.sharded_index import write_sharded_manifest  # noqa: PLC0415
 
   index_root = os.path.join(root, "index")
@@ -127,32 +206,54 @@ def search(root: str, num_queries: int, qlen: int, token_k: int, k: int) -> dict
   names = [d for d in names if os.path.isfile(os.path.join(index_root, d, "manifest.json"))]
   top = write_sharded_manifest(index_root, names)
   q = clustered(np.random.default_rng(7), num_queries * qlen, centers(), noise=0.8)
-  ids = scores = None
-  per_shard_s, t2p_parts, tok_off, pas_off, recall = [], [], 0, 0, None
+  ids = scores = sub = ex = None
+  per_shard, t2p_parts, tok_off, pas_off = [], [], 0, 0
   for n, s in enumerate(top["shards"]):
     t0 = time.time()
     idx = store.load_index(os.path.join(index_root, s["dir"]))
     load_s = time.time() - t0
-    t0 = time.time()
+    t0, c0 = time.time(), cpu_s()
     i, sc = idx.search_tokens(q, token_k)
-    per_shard_s.append({"load_s": round(load_s, 2), "search_s": round(time.time() - t0, 2)})
-    if n == 0:  # token recall of AH search against exact search, on one shard
-      sub = slice(0, 320)
-      ei, _ = BruteForceSearcher(idx.vectors).search_batched(q[sub], token_k)
-      recall = float(np.mean([len(set(a) & set(b)) / token_k for a, b in zip(i[sub], ei)]))
+    per_shard.append(
+      {
+        "load_s": round(load_s, 2),
+        "search_s": round(time.time() - t0, 2),
+        "search_cpu_s": round(cpu_s() - c0, 2),
+      }  # fmt: skip
+    )
     i = np.where(i >= 0, i + tok_off, -1)
     ids, scores = (i, sc) if ids is None else merge_rows(ids, scores, i, sc, token_k)
+    if n < recall_shards:  # the same merge restricted to the first shards, and exact search
+      sub = (i, sc) if sub is None else merge_rows(*sub, i, sc, token_k)
+      vecs, _, _ = standin_shard(int(s["dir"].split("_")[1]), s["num_tokens"])
+      e = exact_top_k(q, vecs, token_k, tok_off)
+      ex = e if ex is None else merge_rows(*ex, *e, token_k)
+      del vecs
     t2p_parts.append(idx.token_to_passage.astype(np.int64) + pas_off)
     tok_off += s["num_tokens"]
     pas_off += s["num_passages"]
+    print(json.dumps({"search_shard": n, **per_shard[-1]}), flush=True)
     del idx
-  t0 = time.time()
   t2p = np.concatenate(t2p_parts)
-  rows = np.where(ids >= 0, t2p[np.maximum(ids, 0)], -1).reshape(num_queries, qlen, -1)
-  sc = scores.reshape(num_queries, qlen, -1)
-  results = [xtr_search(rows[j], sc[j], np.ones(qlen, bool), k) for j in range(num_queries)]
+  t0 = time.time()
+  top_passages = passages(ids, scores, t2p, num_queries, qlen, k)
   aggregate_s = time.time() - t0
-  search_total = sum(p["search_s"] for p in per_shard_s)
+  search_total = sum(p["search_s"] for p in per_shard)
+  r = min(recall_shards, len(names))
+  rec = {}
+  if r:
+    rec = {
+      "recall_shards": r,
+      "recall_tokens": int(sum(s["num_tokens"] for s in top["shards"][:r])),
+      "token_recall_at_kprime_vs_exact": round(overlap(sub[0], ex[0], token_k), 4),
+      "token_recall_at_100_vs_exact": round(overlap(sub[0], ex[0], 100), 4),
+      "passage_overlap_at_100_xtr_scann_vs_xtr_exact": round(
+        overlap(
+          passages(*sub, t2p, num_queries, qlen, k), passages(*ex, t2p, num_queries, qlen, k), k
+        ),
+        4,
+      ),
+    }
   return {
     "shards": len(names),
     "tokens": top["num_tokens"],
@@ -162,17 +263,27 @@ def search(root: str, num_queries: int, qlen: int, token_k: int, k: int) -> dict
     "token_k": token_k,
     "k": k,
     "search_s_total_one_machine": round(search_total, 1),
-    "search_s_max_shard": max(p["search_s"] for p in per_shard_s),
+    "search_cpu_s_total": round(sum(p["search_cpu_s"] for p in per_shard), 1),
+    "search_s_max_shard": max(p["search_s"] for p in per_shard),
+    "load_s_total": round(sum(p["load_s"] for p in per_shard), 1),
     "merge_and_xtr_aggregate_s": round(aggregate_s, 1),
     "qps_one_machine_sequential_shards": round(num_queries / (search_total + aggregate_s), 2),
     "qps_one_machine_per_shard": round(
-      num_queries / (max(p["search_s"] for p in per_shard_s) + aggregate_s), 2
+      num_queries / (max(p["search_s"] for p in per_shard) + aggregate_s), 2
     ),
-    "token_recall_at_kprime_shard0_vs_exact": round(recall, 4),
-    "top1_nonempty": sum(len(r[0]) > 0 for r in results),
+    **rec,
+    "top1_nonempty": sum(len(x) > 0 for x in top_passages),
     "search_peak_rss_gib": round(peak_rss_gib(), 3),
-    "per_shard": per_shard_s,
+    "per_shard": per_shard,
   }
+
+
+def _deadline(hhmm: str | None) -> float | None:
+  if not hhmm:
+    return None
+  now = datetime.datetime.now(datetime.UTC)
+  h, m = map(int, hhmm.split(":"))
+  return now.replace(hour=h, minute=m, second=0, microsecond=0).timestamp()
 
 
 def main() -> None:
@@ -180,49 +291,77 @@ def main() -> None:
   ap.add_argument("--root", required=True)
   ap.add_argument("--num_tokens", type=int, default=100_000_000)
   ap.add_argument("--shard_tokens", type=int, default=2_000_000)
-  ap.add_argument("--workers", type=int, default=2)
-  ap.add_argument("--max_leaves", type=int, default=2000)
-  ap.add_argument("--training_sample", type=int, default=250_000)
-  ap.add_argument("--num_queries", type=int, default=300)
+  ap.add_argument("--workers", type=int, default=1)
+  ap.add_argument("--max_leaves", type=int, default=1000)
+  ap.add_argument("--leaves_to_search", type=int, default=100)
+  ap.add_argument("--training_sample", type=int, default=50_000)
+  ap.add_argument("--dims_per_block", type=int, default=2)
+  ap.add_argument("--aniso_threshold", type=float, default=0.1)
+  ap.add_argument("--num_threads", type=int, default=0)
+  ap.add_argument("--drop_vectors", action="store_true")
+  ap.add_argument("--deadline", default=None, help="HH:MM UTC: start no shard after it")
+  ap.add_argument("--num_queries", type=int, default=100)
   ap.add_argument("--query_len", type=int, default=32)
   ap.add_argument("--token_k", type=int, default=1000)
+  ap.add_argument("--recall_shards", type=int, default=2)
   ap.add_argument("--skip_build", action="store_true")
+  ap.add_argument("--skip_search", action="store_true")
   args = ap.parse_args()
   os.makedirs(args.root, exist_ok=True)
+  params = {
+    "max_leaves": args.max_leaves,
+    "num_leaves_to_search": args.leaves_to_search,
+    "training_sample_size": args.training_sample,
+    "dimensions_per_block": args.dims_per_block,
+    "anisotropic_quantization_threshold": args.aniso_threshold,
+    "num_threads": args.num_threads,
+  }
   jobs = [
-    (
-      args.root,
-      i,
-      min(args.shard_tokens, args.num_tokens - s),
-      args.max_leaves,
-      args.training_sample,
-    )
+    (args.root, i, min(args.shard_tokens, args.num_tokens - s), params, args.drop_vectors)
     for i, s in enumerate(range(0, args.num_tokens, args.shard_tokens))
   ]
+  deadline = _deadline(args.deadline)
   t0 = time.time()
-  stats = []
+  stats, stopped = [], False
   if not args.skip_build:
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("spawn")  # no forked TF/ScaNN thread state
     with concurrent.futures.ProcessPoolExecutor(
       args.workers, mp_context=ctx, max_tasks_per_child=1
     ) as pool:
-      stats = list(pool.map(build_shard, jobs))
+      pending: list = []
+      for job in jobs:
+        done_before = os.path.isfile(os.path.join(args.root, "stats", f"{job[1]:05d}.json"))
+        fresh = [s for s in stats if not s.get("resumed")]
+        est = max((s["generate_wall_s"] + s["build_wall_s"] for s in fresh), default=0)
+        if not done_before and deadline and time.time() + est > deadline:
+          stopped = True
+          print(json.dumps({"stopped_at_shard": job[1], "reason": "deadline"}), flush=True)
+          break
+        pending.append(pool.submit(build_shard, job))
+        if len(pending) >= args.workers:
+          s = pending.pop(0).result()
+          stats.append(dict(s, resumed=done_before) if args.workers == 1 else s)
+          print(json.dumps(stats[-1]), flush=True)
+      for f in pending:
+        stats.append(f.result())
+        print(json.dumps(stats[-1]), flush=True)
   wall = time.time() - t0
-  report = {"build_wall_s": round(wall, 1), "workers": args.workers, "build": stats}
+  report = {"build_wall_s_this_run": round(wall, 1), "workers": args.workers, "params": params}
+  report["stopped_by_deadline"] = stopped
   if stats:
+    keys = ("tokens", "generate_wall_s", "generate_cpu_s", "build_wall_s", "build_cpu_s")
+    report["build_totals"] = {k: round(sum(s[k] for s in stats), 1) for k in keys}
+    report["build_totals"]["shards"] = len(stats)
     report["build_peak_rss_gib_max_worker"] = max(s["peak_rss_gib"] for s in stats)
-  report["search"] = search(args.root, args.num_queries, args.query_len, args.token_k, 100)
-  children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-  report["peak_rss_gib_any_child"] = round(children, 3)
-  report["index_disk_bytes"] = sum(
-    os.path.getsize(os.path.join(d, f))
-    for d, _, fs in os.walk(os.path.join(args.root, "index"))
-    for f in fs
-  )
+  report["index_disk_bytes"] = disk_bytes(os.path.join(args.root, "index"))
+  if not args.skip_search:
+    report["search"] = search(
+      args.root, args.num_queries, args.query_len, args.token_k, 100, args.recall_shards
+    )
   out = os.path.join(args.root, "report.json")
   with open(out, "w") as f:
-    json.dump(report, f, indent=1)
-  print(json.dumps({k: v for k, v in report.items() if k != "build"}, indent=1), flush=True)
+    json.dump({**report, "build": stats}, f, indent=1)
+  print(json.dumps(report, indent=1), flush=True)
 
 
 if __name__ == "__main__":
