@@ -4,6 +4,7 @@ import json
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import sentencepiece as spm
@@ -12,7 +13,7 @@ import gin
 from xtr_jax import cli
 from xtr_jax.checkpoints.orbax_io import save_checkpoint
 from xtr_jax.data.vocab import train_sentencepiece
-from xtr_jax.models import decoding, generate_cli, t5
+from xtr_jax.models import decoding, generate_cli, language_tags, t5
 from xtr_jax.models.config import tiny_config
 
 PASSAGES = [
@@ -175,3 +176,126 @@ def test_encoder_checkpoint_is_rejected(setup, capsys):
   with pytest.raises(SystemExit):
     cli.main(args)
   assert "model_kind='retrieval'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- language tags
+
+
+def _shift_step_fn(vocab: int):
+  """A model whose next token is always (current + 1) mod vocab, with certainty."""
+
+  def step_fn(cache, token_ids):
+    nxt = (token_ids[:, 0] + 1) % vocab
+    return jax.nn.one_hot(nxt, vocab) * 20.0, cache
+
+  return step_fn
+
+
+def test_per_row_start_ids_and_vocab_limit_in_every_strategy():
+  step_fn = _shift_step_fn(8)
+  start = jnp.array([0, 2], jnp.int32)
+  tokens, _ = decoding.temperature_sample(step_fn, jnp.zeros(()), 2, 3, start_id=start, eos_id=7)
+  assert np.asarray(tokens).tolist() == [[1, 2, 3], [3, 4, 5]]
+  beams, _ = decoding.beam_search(step_fn, jnp.zeros(()), 2, 2, 3, start_id=start, eos_id=7)
+  assert np.asarray(beams[:, 0]).tolist() == [[1, 2, 3], [3, 4, 5]]
+  # Ids at or past vocab_limit are never produced: from 4 the model wants 5 (masked), so the
+  # first id is the best allowed one (all tie at 0: id 0), then 0 -> 1.
+  limited, _ = decoding.temperature_sample(
+    step_fn, jnp.zeros(()), 1, 2, start_id=4, eos_id=7, vocab_limit=5
+  )
+  assert np.asarray(limited).tolist() == [[0, 1]]
+
+
+def test_prompt_prefixes_are_the_first_ids_of_every_prompt(setup):
+  sp = spm.SentencePieceProcessor(model_file=setup["vocab"])
+  prefixes = language_tags.prompt_prefixes(sp, ("ja", "ko", "th"))
+  for code in ("ja", "ko", "th"):
+    for _, text, title in PASSAGES:
+      ids = sp.encode(generate_cli.xqg_input(code, title, text))
+      assert ids[: len(prefixes[code])] == prefixes[code]
+  batch = np.zeros((2, 40), np.int32)
+  for i, c in enumerate(("ko", "ja")):
+    row = sp.encode(generate_cli.xqg_input(c, "T", "x y"))[:40]
+    batch[i, : len(row)] = row
+  assert language_tags.languages_of(batch, prefixes) == ["ko", "ja"]
+
+
+def test_tagged_batches_replace_only_the_decoder_start(setup):
+  sp = spm.SentencePieceProcessor(model_file=setup["vocab"])
+  size = sp.get_piece_size()
+  rows = [sp.encode(generate_cli.xqg_input(c, "", PASSAGES[0][1]))[:60] for c in ("ja", "ko")]
+  enc = np.zeros((2, 64), np.int32)
+  for i, r in enumerate(rows):
+    enc[i, : len(r)] = r
+  targets = np.array([[5, 6, 1, 0], [7, 1, 0, 0]], np.int32)
+  dec = np.concatenate([np.zeros((2, 1), np.int32), targets[:, :-1]], axis=1)
+  batch = {
+    "encoder_input_tokens": enc,
+    "decoder_input_tokens": dec,
+    "decoder_target_tokens": targets,
+    "decoder_loss_weights": (targets > 0).astype(np.int32),
+  }
+  factory = language_tags.tagged_batches(
+    lambda *a: iter([batch]), setup["vocab"], model_vocab_size=size + language_tags.NUM_TAGS
+  )
+  (out,) = list(factory(0, 0, 1))
+  ja, ko = language_tags.tag_id("ja", size), language_tags.tag_id("ko", size)
+  assert out["decoder_input_tokens"][:, 0].tolist() == [ja, ko]
+  assert (out["decoder_input_tokens"][:, 1:] == dec[:, 1:]).all()
+  assert out["decoder_target_tokens"] is targets and (batch["decoder_input_tokens"] == dec).all()
+  with pytest.raises(ValueError, match="does not start with an xQG prompt"):
+    bad = dict(batch, encoder_input_tokens=np.full((2, 64), 5, np.int32))
+    list(language_tags.tagged_batches(lambda *a: iter([bad]), setup["vocab"], size + 64)())
+  with pytest.raises(ValueError, match=f"model vocab_size >= {size} \\+ 37"):
+    language_tags.tagged_batches(lambda *a: iter([]), setup["vocab"], model_vocab_size=size)
+
+
+def test_tagged_checkpoint_decodes_from_the_language_tag(setup, capsys):
+  sp = spm.SentencePieceProcessor(model_file=setup["vocab"])
+  size = sp.get_piece_size()
+  config = tiny_config(vocab_size=size + 64, d_model=32, d_kv=8, num_heads=4, d_ff=64)
+  params = nn.meta.unbox(t5.init_params(config, jax.random.PRNGKey(1)))
+  run_dir = setup["root"] / "tagged_run"
+  ckpt = str(run_dir / "final")
+  save_checkpoint(ckpt, params, config, model_kind="mt5", extra={"vocabulary": setup["vocab"]})
+  # --language_tags auto follows the training run's recorded gin config.
+  assert not language_tags.trained_with_language_tags(ckpt)
+  (run_dir / "config.gin").write_text("trainer.train.train_batches = @tagged_batches()\n")
+  assert language_tags.trained_with_language_tags(ckpt)
+  out = setup["root"] / "tagged.jsonl"
+  args = _args(setup, out, "--languages=ja,ko", "--strategy=greedy")
+  args[1] = f"--checkpoint={ckpt}"
+  assert cli.main(args) == 0
+  # Independent: the prompt decoded from the Korean tag, ids past the vocabulary masked.
+  _, text, title = PASSAGES[1]
+  ids = np.zeros((1, 32), np.int32)
+  row = sp.encode(generate_cli.xqg_input("ko", title, text))[:31] + [1]
+  ids[0, : len(row)] = row
+  tokens = decoding.generate(
+    params,
+    ids,
+    None,
+    config=config,
+    strategy="greedy",
+    max_decode_length=8,
+    start_ids=jnp.array([language_tags.tag_id("ko", size)]),
+    vocab_limit=size,
+  ).tokens[0, 0]
+  assert int(np.max(np.asarray(tokens))) < size
+  expected = sp.decode(decoding.trim_at_eos(np.asarray(tokens)))
+  assert _lines(out)[1]["generated_queries"]["ko"] == [expected]
+  # A checkpoint without room for the tags: asking for them is explained.
+  small = tiny_config(vocab_size=size, d_model=32, d_kv=8, num_heads=4, d_ff=64)
+  small_ckpt = str(setup["root"] / "untagged")
+  save_checkpoint(
+    small_ckpt,
+    nn.meta.unbox(t5.init_params(small, jax.random.PRNGKey(1))),
+    small,
+    model_kind="mt5",
+    extra={"vocabulary": setup["vocab"]},
+  )
+  args = _args(setup, setup["root"] / "t2.jsonl", "--languages=ja", "--language_tags=yes")
+  args[1] = f"--checkpoint={small_ckpt}"
+  with pytest.raises(SystemExit):
+    cli.main(args)
+  assert "not trained with language tags" in capsys.readouterr().err

@@ -7,7 +7,8 @@ when its output already exists, so an interrupted demo resumes where it stopped)
   2 vocab       a SentencePiece vocabulary trained on the data
   3 train_xtr   a tiny XTR retriever (xtr-jax train, gin/runs/train_xtr_cpu.gin)
   4 train_xqg   a tiny xQG generator (xtr-jax train, gin/runs/train_xqg_cpu.gin)
-  5 generate    questions in every language for every passage (xtr-jax generate)
+  5 generate    questions in every language for every passage (xtr-jax generate); with
+                --generate_passages N only for a seeded random sample of N passages
   6 index       the plain and the xQG-augmented ScaNN token index (xtr-jax index)
   7 search      dev queries against both (xtr-jax search)
   8 evaluate    per-language Recall/MRR/nDCG/R@kt with and without augmentation
@@ -26,6 +27,7 @@ import sys
 import time
 
 from xtr_jax import cli
+from xtr_jax.models import script_share
 
 SHARED_DEFAULT = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -39,9 +41,11 @@ class Scale:
   xtr_steps: int
   xqg_steps: int
   batch_size: int
-  generate_passages: int | None  # None: all passages
+  generate_passages: int | None  # None: all passages; N: a seeded random sample of N
   num_questions: int
-  max_queries: int | None
+  strategy: str  # xQG decoding: greedy | topk | beam
+  augment_weight: float  # scale of the added question vectors (xtr-jax index)
+  augment_mode: str  # tokens | pooled_per_language
 
 
 SCALES = {
@@ -53,7 +57,9 @@ SCALES = {
     batch_size=32,
     generate_passages=None,
     num_questions=1,
-    max_queries=None,
+    strategy="greedy",
+    augment_weight=0.5,
+    augment_mode="tokens",
   ),
   "smoke": Scale(
     num_towns=24,
@@ -63,9 +69,21 @@ SCALES = {
     batch_size=8,
     generate_passages=None,
     num_questions=1,
-    max_queries=None,
+    strategy="greedy",
+    augment_weight=0.5,
+    augment_mode="tokens",
   ),
 }
+# --data shared: 9,310 real passages, 8k vocabulary for 13 languages; generation (the slow
+# stage on CPU) is bounded to a seeded random sample of passages, never chosen by the queries.
+SHARED_SCALES = {
+  "default": dataclasses.replace(
+    SCALES["default"], vocab_size=8000, xtr_steps=300, xqg_steps=300, generate_passages=1000
+  ),
+  "smoke": dataclasses.replace(SCALES["smoke"], vocab_size=8000, generate_passages=16),
+}
+# Tag slots past the SentencePiece vocabulary for the xQG language tags (>= NUM_TAGS = 37).
+TAG_SLOTS = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +92,8 @@ class Paths:
   dev: str
   qrels: str
   pairs_glob: str
-  languages: list[str]
+  languages: list[str]  # dev languages
+  generate_languages: list[str]  # those the generator has training pairs in
 
 
 def _say(msg: str) -> None:
@@ -96,12 +115,17 @@ def _data(args, scale: Scale, out: pathlib.Path) -> Paths:
     missing = [str(p) for p in needed if not p.is_file()]
     if missing:
       raise SystemExit(f"demo: --data shared needs {missing}; see --shared_dir")
+    pairs_dir = root / "pairs_swim_ir_layout" / "cross_lingual"
+    dev_languages = ["ar", "bn", "fi", "ja", "ko", "ru", "te"]
+    trained = {p.stem for p in pairs_dir.glob("*.jsonl")}
     return Paths(
       corpus=str(root / "xor_mini" / "corpus.tsv"),
       dev=str(root / "xor_mini" / "dev.jsonl"),
       qrels=str(root / "xor_mini" / "dev.qrels"),
-      pairs_glob=str(root / "pairs_swim_ir_layout" / "cross_lingual" / "*.jsonl"),
-      languages=["ar", "bn", "fi", "ja", "ko", "ru", "te"],
+      pairs_glob=str(pairs_dir / "*.jsonl"),
+      languages=dev_languages,
+      # bn, ko, te have no real pairs there: the generator never saw their scripts.
+      generate_languages=[c for c in dev_languages if c in trained],
     )
   from xtr_jax.experiments import sample_data
 
@@ -114,7 +138,25 @@ def _data(args, scale: Scale, out: pathlib.Path) -> Paths:
     qrels=str(data_dir / "xor" / "dev.qrels"),
     pairs_glob=str(data_dir / "swim_ir" / "cross_lingual" / "*.jsonl"),
     languages=list(sample_data.LANGUAGES),
+    generate_languages=list(sample_data.LANGUAGES),
   )
+
+
+def sample_corpus(corpus: str, output: pathlib.Path, n: int, seed: int = 0) -> int:
+  """Writes a seeded uniform random sample of ``n`` passages of ``corpus`` (same layout).
+
+  Bounds generation on big corpora; uniform so that gold passages are not favoured (xor_mini
+  lists its gold paragraphs first). Returns the number of passages written.
+  """
+  import random  # noqa: PLC0415
+
+  with open(corpus, encoding="utf-8") as f:
+    header, *rows = f.read().splitlines()
+  keep = sorted(random.Random(seed).sample(range(len(rows)), min(n, len(rows))))
+  tmp = output.with_name(output.name + ".tmp")
+  tmp.write_text("\n".join([header] + [rows[i] for i in keep]) + "\n", encoding="utf-8")
+  os.replace(tmp, output)
+  return len(keep)
 
 
 def _train_bindings(paths: Paths, vocab: str, scale: Scale, steps: int) -> list[str]:
@@ -126,6 +168,7 @@ def _train_bindings(paths: Paths, vocab: str, scale: Scale, steps: int) -> list[
     f"--gin.TRAIN_STEPS={steps}",
     f"--gin.trainer.train.checkpoint_every={max(steps // 2, 1)}",
     f"--gin.trainer.train.eval_every={max(steps // 3, 1)}",
+    "--gin.trainer.train.eval_steps=8",  # a progress signal here, not a measurement
     f"--gin.trainer.train.log_every={max(steps // 10, 1)}",
   ]
 
@@ -134,6 +177,14 @@ def _stage(number: int, total: int, name: str, done: bool) -> float:
   state = "done already, skipping" if done else "running"
   _say(f"\n[{number}/{total}] {name} ({state})")
   return time.time()
+
+
+def _generated_pairs(path: pathlib.Path):
+  """(language, question) of every generated question."""
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      for code, qs in json.loads(line)["generated_queries"].items():
+        yield from ((code, q) for q in qs)
 
 
 def _read_eval(path: str) -> dict:
@@ -170,9 +221,20 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--scale", choices=sorted(SCALES), default="default")
   parser.add_argument("--xtr_steps", type=int, help="Override the preset's XTR steps.")
   parser.add_argument("--xqg_steps", type=int, help="Override the preset's xQG steps.")
+  parser.add_argument(
+    "--generate_passages",
+    type=int,
+    help="Generate questions for a seeded random sample of N passages only (default: all "
+    "for the sample, 1000 for --data shared); only those passages are augmented.",
+  )
+  parser.add_argument("--augment_weight", type=float, help="Override the augmentation weight.")
   args = parser.parse_args(argv)
 
-  scale = SCALES[args.scale]
+  scale = (SHARED_SCALES if args.data == "shared" else SCALES)[args.scale]
+  if args.generate_passages:
+    scale = dataclasses.replace(scale, generate_passages=args.generate_passages)
+  if args.augment_weight is not None:
+    scale = dataclasses.replace(scale, augment_weight=args.augment_weight)
   if args.xtr_steps:
     scale = dataclasses.replace(scale, xtr_steps=args.xtr_steps)
   if args.xqg_steps:
@@ -204,40 +266,32 @@ def main(argv: list[str] | None = None) -> int:
     final = model_dir / "final"
     t = _stage(number, total, f"train the {kind} ({steps} steps)", final.exists())
     if not final.exists():
-      _run(
-        ["train", "--gin_file", gin_file, "--model_dir", str(model_dir)]
-        + _train_bindings(paths, vocab, scale, steps)
-      )
+      argv_train = ["train", "--gin_file", gin_file, "--model_dir", str(model_dir)]
+      argv_train += _train_bindings(paths, vocab, scale, steps)
+      if model_dir == xqg_dir:  # ids past the vocabulary hold the xQG language tags
+        argv_train.append(f"--gin.MODEL_VOCAB_SIZE={scale.vocab_size + TAG_SLOTS}")
+      _run(argv_train)
     timings[f"train_{model_dir.name}"] = time.time() - t
 
   generated = out / "generated.jsonl"
-  t = _stage(5, total, "generate questions with xQG", (out / "generated.done").exists())
-  if not (out / "generated.done").exists():
-    _run(
-      [
-        "generate",
-        "--checkpoint",
-        str(xqg_dir / "final"),
-        "--corpus",
-        paths.corpus,
-        "--output",
-        str(generated),
-        "--languages",
-        ",".join(paths.languages),
-        "--num_questions",
-        str(scale.num_questions),
-        "--strategy",
-        "topk",
-        "--max_decode_length",
-        "32",
-        "--max_input_length",
-        "128",
-        "--batch_size",
-        "16",
-      ]
-    )
+  done = (out / "generated.done").exists()
+  what = "every passage" if scale.generate_passages is None else "sampled passages"
+  t = _stage(5, total, f"generate questions with xQG ({what})", done)
+  if not done:
+    gen_corpus = paths.corpus
+    if scale.generate_passages is not None:
+      gen_corpus = str(out / "generate_corpus.tsv")
+      n = sample_corpus(paths.corpus, pathlib.Path(gen_corpus), scale.generate_passages)
+      _say(f"    {n} passages sampled (seed 0) from {paths.corpus} -> {gen_corpus}")
+    argv_gen = ["generate", "--checkpoint", str(xqg_dir / "final"), "--corpus", gen_corpus]
+    argv_gen += ["--output", str(generated), "--languages", ",".join(paths.generate_languages)]
+    argv_gen += ["--num_questions", str(scale.num_questions), "--strategy", scale.strategy]
+    argv_gen += ["--max_decode_length", "32", "--max_input_length", "128", "--batch_size", "16"]
+    _run(argv_gen)
     (out / "generated.done").write_text("ok\n")
   timings["generate"] = time.time() - t
+  share = script_share.share_table(script_share.shares(_generated_pairs(generated)))
+  _say("    questions in the requested language's script:\n" + share)
 
   indexes = {"plain": out / "index_plain", "xqg": out / "index_xqg"}
   t = _stage(6, total, "build the plain and the augmented token index", False)
@@ -248,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     argv_index = ["index", "--checkpoint", str(xtr_dir / "final"), "--corpus", paths.corpus]
     argv_index += ["--output", str(index_dir)]
     if name == "xqg":
-      argv_index += ["--augment_with", str(generated)]
+      argv_index += ["--augment_with", str(generated), "--augment_mode", scale.augment_mode]
+      argv_index += ["--augment_weight", str(scale.augment_weight)]
     _run(argv_index)
   timings["index"] = time.time() - t
 
@@ -274,8 +329,13 @@ def main(argv: list[str] | None = None) -> int:
 
   metrics = ["Recall@20", "MRR@10", "R@2kt"]
   table = summary_table(evals["plain"], evals["xqg"], metrics)
+  n_aug = len(generated.read_text(encoding="utf-8").splitlines())
   report = (
     f"# xtr_jax demo ({args.data} data)\n\n{table}\n\n"
+    f"xQG: {scale.num_questions} {scale.strategy} question(s) per language for {n_aug} "
+    f"passages, token-level augmentation ({scale.augment_mode}) at weight "
+    f"{scale.augment_weight}. Share of questions in the requested language's script:\n\n"
+    f"{share}\n\n"
     f"Stage seconds: {json.dumps({k: round(v, 1) for k, v in timings.items()})}\n"
     f"Total: {time.time() - start:.0f} s\n"
   )

@@ -84,6 +84,13 @@ def brevity_penalty(length: Array, alpha: float) -> Array:
   return ((5.0 + jnp.asarray(length, jnp.float32)) / 6.0) ** alpha
 
 
+def limit_vocab(logits: Array, vocab_limit: int | None) -> Array:
+  """Logits with ids >= ``vocab_limit`` (tags, padded vocabulary) set to NEG_INF."""
+  if vocab_limit is None or vocab_limit >= logits.shape[-1]:
+    return logits
+  return jnp.where(jnp.arange(logits.shape[-1]) < vocab_limit, logits, NEG_INF)
+
+
 # ----------------------------------------------------------------------- greedy and sampling
 
 
@@ -97,18 +104,21 @@ def temperature_sample(
   top_k: int = 0,
   temperature: float = 1.0,
   eos_id: int = 1,
-  start_id: int = 0,
+  start_id: int | Array = 0,
   pad_id: int = 0,
+  vocab_limit: int | None = None,
 ) -> tuple[Array, Array]:
   """Greedy (``rng=None`` or ``temperature=0``) or (top-k) sampling; returns tokens, log-probs.
 
   The key is split once per step, so a seed fixes the whole output. ``top_k=0`` samples from
   the full distribution. Returns tokens [B, T] and the summed log-probability [B].
+  ``start_id`` may be one id per row [B] (language tags); ids >= ``vocab_limit`` are never
+  produced.
   """
   greedy = rng is None or temperature == 0.0
   rng = jax.random.PRNGKey(0) if rng is None else rng
   tokens = jnp.full((batch_size, max_decode_length + 1), pad_id, jnp.int32)
-  tokens = tokens.at[:, 0].set(start_id)
+  tokens = tokens.at[:, 0].set(jnp.broadcast_to(jnp.asarray(start_id, jnp.int32), (batch_size,)))
   state = (
     jnp.zeros((), jnp.int32),
     tokens,
@@ -126,7 +136,7 @@ def temperature_sample(
     i, tokens, cache, ended, logp, rng = state
     current = lax.dynamic_slice_in_dim(tokens, i, 1, axis=1)
     logits, cache = step_fn(cache, current)
-    logits = logits.astype(jnp.float32)
+    logits = limit_vocab(logits.astype(jnp.float32), vocab_limit)
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     rng, key = jax.random.split(rng)
     if greedy:
@@ -160,9 +170,10 @@ def beam_search(
   *,
   alpha: float = 0.6,
   eos_id: int = 1,
-  start_id: int = 0,
+  start_id: int | Array = 0,
   pad_id: int = 0,
   num_return: int | None = None,
+  vocab_limit: int | None = None,
 ) -> tuple[Array, Array]:
   """Beam search over a cache already repeated to ``batch_size * beam_size`` rows (b-major).
 
@@ -171,12 +182,14 @@ def beam_search(
   K hypotheses are finished and none of the live ones can still beat the worst of them.
   Hypotheses that reach ``max_decode_length`` without EOS compete with the finished ones.
   Returns tokens [B, n, T] and scores [B, n] (best first), n = ``num_return`` or K.
+  ``start_id`` may be one id per example [B]; ids >= ``vocab_limit`` are never produced.
   """
   b, k, length = batch_size, beam_size, max_decode_length
   num_return = k if num_return is None else num_return
   if not 1 <= num_return <= k:
     raise ValueError(f"num_return={num_return} must be in [1, beam_size={k}]")
-  seqs = jnp.full((b, k, length + 1), pad_id, jnp.int32).at[:, :, 0].set(start_id)
+  start = jnp.broadcast_to(jnp.asarray(start_id, jnp.int32), (b,))
+  seqs = jnp.full((b, k, length + 1), pad_id, jnp.int32).at[:, :, 0].set(start[:, None])
   live_logp = jnp.tile(jnp.array([0.0] + [NEG_INF] * (k - 1), jnp.float32), (b, 1))
   state = (
     jnp.zeros((), jnp.int32),
@@ -200,7 +213,7 @@ def beam_search(
     i, live_seqs, live_logp, fin_seqs, fin_scores, fin_flags, cache = state
     current = lax.dynamic_slice_in_dim(live_seqs, i, 1, axis=2).reshape(b * k, 1)
     logits, cache = step_fn(cache, current)
-    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    log_probs = jax.nn.log_softmax(limit_vocab(logits.astype(jnp.float32), vocab_limit), axis=-1)
     vocab = log_probs.shape[-1]
     cand = (live_logp[:, :, None] + log_probs.reshape(b, k, vocab)).reshape(b, k * vocab)
     cand_logp, flat = lax.top_k(cand, 2 * k)
@@ -247,6 +260,7 @@ def beam_search(
     "temperature",
     "beam_size",
     "alpha",
+    "vocab_limit",
   ),
 )
 def generate(
@@ -262,8 +276,13 @@ def generate(
   temperature: float = 1.0,
   beam_size: int = 4,
   alpha: float = 0.6,
+  start_ids: Array | None = None,
+  vocab_limit: int | None = None,
 ) -> DecodeOutput:
   """Encodes ``input_ids`` [B, L] (0 = padding) and decodes ``num_return`` outputs each.
+
+  ``start_ids`` [B]: per-input decoder start ids (language tags, ``language_tags.py``) instead
+  of ``config.decoder_start_token_id``; ``vocab_limit``: ids at or past it are never produced.
 
   ``greedy`` needs ``num_return=1``; ``topk`` draws ``num_return`` independent samples per
   input (``top_k=0``: full distribution); ``beam`` returns the ``num_return`` best of
@@ -284,9 +303,8 @@ def generate(
   def step_fn(cache, token_ids):
     return t5.decode_step(model, params, cache, mask, token_ids)
 
-  ids = dict(
-    eos_id=config.eos_token_id, start_id=config.decoder_start_token_id, pad_id=config.pad_token_id
-  )
+  start = config.decoder_start_token_id if start_ids is None else start_ids
+  ids = dict(eos_id=config.eos_token_id, pad_id=config.pad_token_id, vocab_limit=vocab_limit)
   if strategy == "beam":
     tokens, scores = beam_search(
       step_fn,
@@ -296,6 +314,7 @@ def generate(
       max_decode_length,
       alpha=alpha,
       num_return=num_return,
+      start_id=start,
       **ids,
     )
     return DecodeOutput(tokens, scores)
@@ -307,6 +326,7 @@ def generate(
     None if strategy == "greedy" else rng,
     top_k=top_k if strategy == "topk" else 0,
     temperature=temperature,
+    start_id=start if start_ids is None else jnp.repeat(jnp.asarray(start_ids), rows),
     **ids,
   )
   return DecodeOutput(tokens.reshape(batch, rows, -1), logp.reshape(batch, rows))

@@ -42,7 +42,7 @@ from xtr_jax.data.languages import language_name
 from xtr_jax.data.readers import read_corpus
 from xtr_jax.gin_utils import parse_args_with_gin
 from xtr_jax.index.encode import Tokenizer
-from xtr_jax.models import decoding
+from xtr_jax.models import decoding, language_tags
 from xtr_jax.models.config import T5Config
 
 # Must equal xtr_jax.data.preprocessors.XQG_PROMPT (checked by a test); copied here so the
@@ -66,6 +66,7 @@ class DecodeSettings:
   alpha: float = 0.6
   max_input_length: int = 256
   max_decode_length: int = 64
+  language_tags: str = "auto"  # decoder starts from the language's tag: auto | yes | no
 
   def check(self) -> None:
     if self.strategy not in decoding.STRATEGIES:
@@ -81,6 +82,8 @@ class DecodeSettings:
       raise ValueError(f"--num_questions={self.num_questions} exceeds --beam_size={self.beam_size}")
     if self.strategy == "topk" and self.temperature <= 0:
       raise ValueError(f"--temperature={self.temperature} must be > 0 for topk sampling")
+    if self.language_tags not in ("auto", "yes", "no"):
+      raise ValueError(f"--language_tags={self.language_tags!r}; expected auto, yes or no")
     if self.max_input_length < 2 or self.max_decode_length < 1:
       raise ValueError(
         f"--max_input_length={self.max_input_length} (>= 2) and --max_decode_length="
@@ -99,13 +102,34 @@ class QuestionGenerator:
     mesh = Mesh(devices, ("data",))
     self.batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
     self.params = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
+    self.sp_size = tokenizer.sp.get_piece_size()
+    if settings.language_tags == "auto":
+      raise ValueError("resolve --language_tags=auto first (trained_with_language_tags)")
+    self.use_tags = settings.language_tags == "yes"
+    if self.use_tags and not language_tags.has_room(config.vocab_size, self.sp_size):
+      raise ValueError(
+        f"--language_tags=yes needs vocab_size >= {self.sp_size} + {language_tags.NUM_TAGS}; "
+        f"the checkpoint has {config.vocab_size} (it was not trained with language tags)"
+      )
 
   def round_rows(self, rows: int) -> int:
     return -(-rows // self.num_devices) * self.num_devices
 
-  def __call__(self, prompts: list[str], rng: jax.Array, rows: int) -> list[list[str]]:
-    """``num_questions`` questions per prompt; the batch is padded to ``rows`` (fixed shape)."""
+  def __call__(
+    self, prompts: list[str], rng: jax.Array, rows: int, codes: list[str] | None = None
+  ) -> list[list[str]]:
+    """``num_questions`` questions per prompt; the batch is padded to ``rows`` (fixed shape).
+
+    ``codes`` (each prompt's language) is needed when the model uses language tags.
+    """
     s = self.settings
+    tag_kw = {}
+    if self.use_tags:
+      if codes is None or len(codes) != len(prompts):
+        raise ValueError("a language-tagged generator needs one language code per prompt")
+      start = np.zeros((rows,), np.int32)
+      start[: len(codes)] = [language_tags.tag_id(c, self.sp_size) for c in codes]
+      tag_kw = dict(start_ids=jax.device_put(start, self.batch_sharding), vocab_limit=self.sp_size)
     ids = self.tokenizer.encode(prompts, s.max_input_length)
     batch = np.zeros((rows, s.max_input_length), np.int32)
     for i, row in enumerate(ids):
@@ -122,6 +146,7 @@ class QuestionGenerator:
       temperature=s.temperature,
       beam_size=s.beam_size,
       alpha=s.alpha,
+      **tag_kw,
     )
     tokens = np.asarray(out.tokens)
     return [[self.detokenize(t) for t in tokens[i]] for i in range(len(prompts))]
@@ -241,7 +266,8 @@ def generate_corpus(
       if max_batches is not None and b >= max_batches:
         break
       prompts = [xqg_input(c, p.title, p.text) for p in batch for c in languages]
-      questions = generator(prompts, jax.random.fold_in(base_key, done), rows)
+      codes = [c for _ in batch for c in languages]
+      questions = generator(prompts, jax.random.fold_in(base_key, done), rows, codes)
       lines, swim_lines = [], []
       for i, p in enumerate(batch):
         per_lang = {c: questions[i * len(languages) + j] for j, c in enumerate(languages)}
@@ -296,6 +322,13 @@ def main(argv: list[str]) -> int:
   parser.add_argument("--temperature", type=float, default=1.0)
   parser.add_argument("--beam_size", type=int, default=4)
   parser.add_argument("--alpha", type=float, default=0.6, help="Beam length penalty.")
+  parser.add_argument(
+    "--language_tags",
+    default="auto",
+    choices=("auto", "yes", "no"),
+    help="Start decoding from the language's tag (models trained with language_tags."
+    "tagged_batches); auto: when the training run's config.gin (next to the checkpoint) used it.",
+  )
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--batch_size", type=int, default=16, help="Passages per step.")
   parser.add_argument("--max_input_length", type=int, default=256)
@@ -328,6 +361,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
       alpha=args.alpha,
       max_input_length=args.max_input_length,
       max_decode_length=args.max_decode_length,
+      language_tags=args.language_tags,
     )
     settings.check()
   except ValueError as e:
@@ -347,7 +381,13 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     parser.error("--vocabulary is required: the checkpoint records no vocabulary")
   check_vocabulary(ckpt.extra, vocabulary, args.checkpoint)
   tokenizer = Tokenizer(vocabulary, ckpt.config.vocab_size, ckpt.config.eos_token_id)
-  generator = QuestionGenerator(ckpt.params, ckpt.config, tokenizer, settings)
+  if settings.language_tags == "auto":
+    tagged = language_tags.trained_with_language_tags(args.checkpoint)
+    settings = dataclasses.replace(settings, language_tags="yes" if tagged else "no")
+  try:
+    generator = QuestionGenerator(ckpt.params, ckpt.config, tokenizer, settings)
+  except ValueError as e:
+    parser.error(str(e))
   stats = generate_corpus(
     args.corpus,
     args.output,
