@@ -120,6 +120,25 @@ def test_scann_agrees_with_brute_force(built, retriever):
   assert overlap >= 0.8
 
 
+def test_rescored_scann_tokens_equal_brute_force_when_all_are_candidates(built, retriever):
+  # rescore_candidates >= num_tokens: every token is re-scored exactly from vectors.npy, so the
+  # ScaNN path returns brute force's token lists and passages (scores within float rounding).
+  _, out = built
+  n = retriever.index.manifest["num_tokens"]
+  scann = Retriever.load(out, params=SearchParams(token_top_k=50, rescore_candidates=n))
+  bf = Retriever(retriever.index, retriever.encoder, retriever.tokenizer,
+                 SearchParams(token_top_k=50))  # fmt: skip
+  assert not scann.exact_tokens and bf.exact_tokens
+  vecs, mask = bf.encode_queries(["river city mountain", "book school bank money"])
+  flat = vecs[mask]
+  a_ids, a_scores = scann.search_tokens(flat)
+  b_ids, b_scores = bf.search_tokens(flat)
+  np.testing.assert_array_equal(a_ids, b_ids)
+  np.testing.assert_allclose(a_scores, b_scores, rtol=1e-5, atol=1e-5)
+  for x, y in zip(scann.search_vectors(vecs, mask, 10), bf.search_vectors(vecs, mask, 10)):
+    assert x[0].tolist() == y[0].tolist()
+
+
 def test_search_cli_writes_trec(built, tmp_path):
   setup, out = built
   run = str(tmp_path / "run.trec")

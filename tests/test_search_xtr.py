@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from xtr_jax.index.brute_force import BruteForceSearcher, merge_top_k
+from xtr_jax.index.brute_force import BruteForceSearcher, merge_top_k, rescore_candidates
 from xtr_jax.index.xtr_search import (
   maxsim_search,
   passage_token_groups,
@@ -117,3 +117,43 @@ def test_brute_force_and_sharded_merge_equal_full_sort():
   mids, mscores = merge_top_k([r[0] + a for r, (a, _) in zip(res, parts)], [r[1] for r in res], 10)
   np.testing.assert_array_equal(mids, expect)
   np.testing.assert_allclose(mscores, scores)
+
+
+@pytest.mark.parametrize("chunk_size", [7, 97, 5000])
+def test_brute_force_threshold_folding_with_ties_equals_full_sort(chunk_size):
+  # Quantized vectors give many exact score ties; ties must go to the smaller id.
+  rng = np.random.default_rng(1)
+  db = np.round(rng.normal(size=(2000, 8)) * 2).astype(np.float16)
+  q = np.round(rng.normal(size=(300, 8)) * 2).astype(np.float32)
+  ids, scores = BruteForceSearcher(db, chunk_size=chunk_size).search_batched(q, 25)
+  full = q @ db.astype(np.float32).T
+  expect = np.argsort(-full, axis=1, kind="stable")[:, :25]
+  np.testing.assert_array_equal(scores, np.take_along_axis(full, expect, axis=1))
+  np.testing.assert_array_equal(ids, expect)
+
+
+def test_rescore_candidates_is_exact_top_k_of_the_candidates():
+  rng = np.random.default_rng(2)
+  db = rng.normal(size=(500, 16)).astype(np.float16)
+  q = rng.normal(size=(70, 16)).astype(np.float32)
+  cand = np.stack([rng.choice(500, 40, replace=False) for _ in range(70)])
+  cand[:, -3:] = -1  # empty ANN slots
+  ids, scores = rescore_candidates(q, cand, db, 10, chunk=16)
+  for i in range(70):
+    c = cand[i][cand[i] >= 0]
+    exact = [float(np.dot(q[i], db[j].astype(np.float32))) for j in c]
+    order = sorted(range(len(c)), key=lambda t: (-exact[t], c[t]))[:10]
+    assert ids[i].tolist() == [int(c[t]) for t in order]
+    np.testing.assert_allclose(scores[i], [exact[t] for t in order], rtol=1e-5, atol=1e-5)
+  # All tokens as candidates (shuffled): equals brute force exactly, empties stay last.
+  perm = np.stack([rng.permutation(500) for _ in range(70)])
+  ids, scores = rescore_candidates(q, perm, db, 30)
+  bf_ids, bf_scores = BruteForceSearcher(db).search_batched(q, 30)
+  np.testing.assert_array_equal(ids, bf_ids)
+  np.testing.assert_allclose(scores, bf_scores, rtol=1e-5, atol=1e-5)
+  few = np.full((2, 5), -1)
+  few[:, 0] = [3, 4]
+  ids, scores = rescore_candidates(q[:2], few, db, 3)
+  assert ids[:, 1:].tolist() == [[-1, -1], [-1, -1]] and np.isneginf(scores[:, 1:]).all()
+  with pytest.raises(ValueError, match="candidate_ids"):
+    rescore_candidates(q, cand[:5], db, 3)

@@ -23,6 +23,49 @@ def merge_top_k(
   return out_ids, out_scores
 
 
+def _select_top_k(ids: np.ndarray, scores: np.ndarray, k: int):
+  """Exact top-``k`` per row by (score descending, id ascending), unsorted; [Q, >= k] in.
+
+  ``argpartition`` alone picks arbitrarily among ties at the k-th score; the rare rows with
+  more candidates at or above that score than slots are redone with a lexsort.
+  """
+  part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+  top_ids = np.take_along_axis(ids, part, axis=1)
+  top_scores = np.take_along_axis(scores, part, axis=1)
+  thr = top_scores.min(axis=1, keepdims=True)
+  for r in np.nonzero((scores >= thr).sum(axis=1) > k)[0]:
+    cand = np.nonzero(scores[r] >= thr[r, 0])[0]
+    order = cand[np.lexsort((ids[r][cand], -scores[r][cand].astype(np.float64)))[:k]]
+    top_ids[r], top_scores[r] = ids[r][order], scores[r][order]
+  return top_ids, top_scores
+
+
+def _fold_top_k(top_ids, top_scores, sims: np.ndarray, start: int, k: int):
+  """Running top-``k`` (unsorted) of the rows of ``sims`` (ids offset by ``start``).
+
+  Why: a full ``argpartition`` of every [queries, chunk] block dominated brute force (2x the
+  matmul). Once ``k`` candidates are held, only scores strictly above the row's current
+  k-th score can enter (a later, larger id never wins a tie), usually a tiny fraction.
+  """
+  if top_ids is None or top_ids.shape[1] < k:
+    ids = np.broadcast_to(np.arange(start, start + sims.shape[1]), sims.shape)
+    if top_ids is not None:
+      ids, sims = np.concatenate([top_ids, ids], 1), np.concatenate([top_scores, sims], 1)
+    return _select_top_k(ids, sims, min(k, sims.shape[1]))
+  rows, cols = np.nonzero(sims > top_scores.min(axis=1, keepdims=True))
+  if rows.size == 0:
+    return top_ids, top_scores
+  counts = np.bincount(rows, minlength=sims.shape[0])
+  pos = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
+  new_ids = np.full((sims.shape[0], counts.max()), -1, np.int64)
+  new_scores = np.full(new_ids.shape, -np.inf, np.float32)
+  new_ids[rows, pos] = cols + start
+  new_scores[rows, pos] = sims[rows, cols]
+  ids = np.concatenate([top_ids, new_ids], 1)
+  scores = np.concatenate([top_scores, new_scores], 1)
+  return _select_top_k(ids, scores, k)
+
+
 class BruteForceSearcher:
   """Exact top-k by dot product; ``vectors`` may be float16 (converted chunk by chunk)."""
 
@@ -49,16 +92,54 @@ class BruteForceSearcher:
     if queries.shape[0] > step:
       parts = [self.search_batched(queries[i : i + step], k) for i in range(0, len(queries), step)]
       return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-    best_ids, best_scores = [], []
+    top_ids = top_scores = None
     for start in range(0, self.size, self.chunk_size):
       chunk = np.asarray(self.vectors[start : start + self.chunk_size], np.float32)
-      sims = queries @ chunk.T
-      kk = min(k, chunk.shape[0])
-      part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
-      best_ids.append(part + start)
-      best_scores.append(np.take_along_axis(sims, part, axis=1))
-      # Keep memory flat: fold into one running top-k every few chunks.
-      if len(best_ids) > 8:
-        merged = merge_top_k(best_ids, best_scores, k)
-        best_ids, best_scores = [merged[0]], [merged[1]]
-    return merge_top_k(best_ids, best_scores, k)
+      top_ids, top_scores = _fold_top_k(top_ids, top_scores, queries @ chunk.T, start, k)
+    return merge_top_k([top_ids], [top_scores], k)
+
+
+def rescore_candidates(
+  queries: np.ndarray, candidate_ids: np.ndarray, vectors: np.ndarray, k: int, chunk: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+  """Exact top-``k`` of each query's ANN candidates, re-scored with the stored vectors.
+
+  Why: ScaNN's 4-bit asymmetric-hashing scores reshuffle the XTR top-k' (and its imputed
+  k'-th score); recomputing the dot products of a few thousand candidates from the float16
+  vectors we keep anyway makes both exact whenever the true top-k' is among the candidates,
+  without the float32 copy ScaNN's own ``reorder`` would store.
+
+  Args:
+    queries: [Q, d] query vectors.
+    candidate_ids: [Q, K] token ids (-1 = empty slot), in any order.
+    vectors: [N, d] token vectors (float16 memmap is fine: only candidate rows are read).
+    k: number kept per query (<= K).
+    chunk: queries per block; bounds the gathered [chunk, K, d] float32 block.
+
+  Returns:
+    (ids [Q, k] int64, scores [Q, k] float32): by exact score descending, ties to the smaller
+    id (as ``BruteForceSearcher``); empty slots are -1 with score -inf, last.
+  """
+  queries = np.asarray(queries, np.float32)
+  candidate_ids = np.asarray(candidate_ids, np.int64)
+  if candidate_ids.ndim != 2 or candidate_ids.shape[0] != queries.shape[0]:
+    raise ValueError(
+      f"candidate_ids {candidate_ids.shape} must be [num_queries={queries.shape[0]}, K]"
+    )
+  k = min(k, candidate_ids.shape[1])
+  out_ids = np.empty((queries.shape[0], k), np.int64)
+  out_scores = np.empty((queries.shape[0], k), np.float32)
+  big = np.iinfo(np.int64).max
+  for s in range(0, queries.shape[0], chunk):
+    # Sorting ids first makes the stable score sort below break ties by id.
+    ids = np.sort(np.where(candidate_ids[s : s + chunk] < 0, big, candidate_ids[s : s + chunk]))
+    empty = ids == big
+    safe = np.where(empty, 0, ids)
+    gathered = np.asarray(vectors[safe.reshape(-1)], np.float32).reshape(*safe.shape, -1)
+    scores = np.einsum("qd,qkd->qk", queries[s : s + chunk], gathered)
+    scores[empty] = -np.inf
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    top = np.take_along_axis(ids, order, axis=1)
+    out_ids[s : s + chunk] = np.where(top == big, -1, top)
+    out_scores[s : s + chunk] = np.take_along_axis(scores, order, axis=1)
+  return out_ids, out_scores
