@@ -346,6 +346,9 @@ def main() -> None:
         stats.append(f.result())
         print(json.dumps(stats[-1]), flush=True)
   wall = time.time() - t0
+  if args.skip_build:  # the settings the shards were built with, not this run's flags
+    with open(os.path.join(args.root, "index", "shard_00000", "manifest.json")) as f:
+      params = json.load(f)["scann"]
   report = {"build_wall_s_this_run": round(wall, 1), "workers": args.workers, "params": params}
   report["stopped_by_deadline"] = stopped
   if stats:
