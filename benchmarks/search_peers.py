@@ -31,12 +31,13 @@ def _dir_bytes(path: str) -> int:
   return total
 
 
-def _queries(data: str):
+def _queries(data: str, num_queries: int = 0):
   import torch  # noqa: PLC0415
 
   q = np.load(os.path.join(data, "queries.npy"))
   lens = np.load(os.path.join(data, "qlens.npy"))
-  return [torch.from_numpy(np.ascontiguousarray(q[i, : lens[i]])) for i in range(len(q))]
+  n = min(len(q), num_queries or len(q))
+  return [torch.from_numpy(np.ascontiguousarray(q[i, : lens[i]])) for i in range(n)]
 
 
 def _ids(results, k: int) -> list[list[int]]:
@@ -60,7 +61,7 @@ def run_fast_plaid(args, emit) -> None:
   build = time.time() - t0
   del docs
   size = _dir_bytes(args.index)
-  queries = _queries(args.data)
+  queries = _queries(args.data, args.num_queries)
   for probe, full in args.plaid_settings:
     t0 = time.time()
     res = index.search(queries, top_k=args.k, n_ivf_probe=probe, n_full_scores=full,
@@ -98,6 +99,7 @@ def main() -> None:
   p.add_argument("--index", default="", help="Index directory (default DATA/index_ENGINE).")
   p.add_argument("--k", type=int, default=100)
   p.add_argument("--threads", type=int, default=2)
+  p.add_argument("--num_queries", type=int, default=0, help="Search only the first N (0: all).")
   p.add_argument(
     "--plaid_settings", default="8:1024", help="fast-plaid n_ivf_probe:n_full_scores, comma list"
   )
