@@ -278,6 +278,55 @@ def search(root: str, num_queries: int, qlen: int, token_k: int, k: int, recall_
   }
 
 
+def profile(n: int, configs: list[dict]) -> list[dict]:
+  """Build cost and recall of ScaNN settings on ``n`` stand-in tokens (``builder.build`` only).
+
+  A config: ``leaves`` (searched: leaves // 10), ``sample`` (tree training sample, 50k),
+  ``ah`` (dims per AH block; None = no AH, brute force inside the searched leaves), ``thr``
+  (anisotropic threshold, 0.1; "nan" = off), ``ah_sample`` (AH training sample, 100k),
+  ``threads`` (ScaNN training threads). Recall: 320 query tokens vs exact float32 search.
+  """
+  from scann.scann_ops.py import scann_ops_pybind as ops  # noqa: PLC0415
+
+  rng, c = np.random.default_rng(1000), centers()
+  db = np.concatenate([clustered(rng, min(CHUNK, n - s), c) for s in range(0, n, CHUNK)])
+  db = db.astype(np.float16).astype(np.float32)
+  q = clustered(np.random.default_rng(7), 320, c, noise=0.8)
+  scores = q @ db.T
+  top = np.argpartition(-scores, 1000, axis=1)[:, :1000]
+  top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), axis=1), 1)
+  del scores
+  rows = []
+  for cfg in configs:
+    leaves = cfg["leaves"]
+    b = ops.builder(db, 10, "dot_product").tree(
+      num_leaves=leaves,
+      num_leaves_to_search=max(1, leaves // 10),
+      training_sample_size=cfg.get("sample", 50_000),
+    )
+    if cfg.get("ah") is None:
+      b = b.score_brute_force()
+    else:
+      b = b.score_ah(
+        cfg["ah"],
+        anisotropic_quantization_threshold=float(cfg.get("thr", 0.1)),
+        training_sample_size=cfg.get("ah_sample", 100_000),
+      )
+    if cfg.get("threads"):
+      b.set_n_training_threads(cfg["threads"])
+    w0, c0 = time.time(), cpu_s()
+    searcher = b.build()
+    out = {"cfg": cfg, "build_wall_s": round(time.time() - w0, 1)}
+    out["build_cpu_s"] = round(cpu_s() - c0, 1)
+    for k in (100, 1000):
+      ids, _ = searcher.search_batched(q, final_num_neighbors=k, leaves_to_search=leaves // 10)
+      out[f"recall@{k}"] = round(overlap(np.asarray(ids), top[:, :k], k), 4)
+    print(json.dumps(out), flush=True)
+    rows.append(out)
+    del searcher, b
+  return rows
+
+
 def _deadline(hhmm: str | None) -> float | None:
   if not hhmm:
     return None
@@ -306,8 +355,15 @@ def main() -> None:
   ap.add_argument("--recall_shards", type=int, default=2)
   ap.add_argument("--skip_build", action="store_true")
   ap.add_argument("--skip_search", action="store_true")
+  ap.add_argument("--profile", default=None, help="JSON list of ScaNN configs (see profile)")
+  ap.add_argument("--profile_tokens", type=int, default=1_000_000)
   args = ap.parse_args()
   os.makedirs(args.root, exist_ok=True)
+  if args.profile:
+    rows = profile(args.profile_tokens, json.loads(args.profile))
+    with open(os.path.join(args.root, "profile.json"), "w") as f:
+      json.dump(rows, f, indent=1)
+    return
   params = {
     "max_leaves": args.max_leaves,
     "num_leaves_to_search": args.leaves_to_search,
