@@ -510,7 +510,7 @@ def ann(args) -> None:
 
     extra = 256 if rescore else 0
     passage_eval(f"{name} + XTR (k'={k_tok}), the Retriever path",
-                 f"rescore_candidates={rescore}" + (" (default)" if rescore == 4000 else ""),
+                 f"rescore_candidates={rescore}" + (" (default)" if rescore == 2000 else ""),
                  build, size / n + extra, rsearch)  # fmt: skip
   searchers.clear()  # frees the ScaNN memory before the peers run
 
@@ -576,7 +576,7 @@ def main() -> None:
     "--sweep_leaves", type=int, nargs="*", default=[], help="--agreement: leaves_to_search values"
   )
   p.add_argument(
-    "--rescore", type=int, nargs="*", default=[0, 4000], help="rescore_candidates values"
+    "--rescore", type=int, nargs="*", default=[0, 2000, 4000], help="rescore_candidates values"
   )
   p.add_argument("--num_vectors", type=int, default=10_000_000, help="ANN: synthetic N.")
   p.add_argument("--noise", type=float, default=1.2, help="ANN: synthetic context noise.")
