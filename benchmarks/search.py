@@ -534,7 +534,7 @@ def ann(args) -> None:
         got = np.array(r["ids"])
         m = len(got)  # a slow peer may have searched only the first m queries
         ver = r["versions"]
-        pas_row(f"{engine} {ver.get(engine.replace('_', '-'), ver.get(engine, ''))}".strip()
+        pas_row(f"{engine} {ver.get({'xtr_warp': 'xtr_warp_rs'}.get(engine, engine), '')}".strip()
                 + f" (own venv, torch {ver.get('torch', '?')})",
                 r["settings"] + (f", first {m} queries" if m < nq else ""),
                 r["build_s"], r["index_bytes"] / n, m / r["search_s"],
