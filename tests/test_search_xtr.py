@@ -151,6 +151,13 @@ def test_rescore_candidates_is_exact_top_k_of_the_candidates():
   bf_ids, bf_scores = BruteForceSearcher(db).search_batched(q, 30)
   np.testing.assert_array_equal(ids, bf_ids)
   np.testing.assert_allclose(scores, bf_scores, rtol=1e-5, atol=1e-5)
+
+  class RowView:  # only __getitem__, like the sharded index's ConcatVectors
+    def __getitem__(self, idx):
+      return db[idx]
+
+  ids2, scores2 = rescore_candidates(q, perm, RowView(), 30)
+  np.testing.assert_array_equal(ids2, bf_ids)
   few = np.full((2, 5), -1)
   few[:, 0] = [3, 4]
   ids, scores = rescore_candidates(q[:2], few, db, 3)

@@ -144,8 +144,11 @@ def rescore_candidates(
     ids = np.sort(np.where(candidate_ids[s : s + chunk] < 0, big, candidate_ids[s : s + chunk]))
     empty = ids == big
     safe = np.where(empty, 0, ids)
-    # np.take reads a memmap's rows ~5x faster than fancy indexing.
-    gathered = np.asarray(np.take(vectors, safe.reshape(-1), axis=0)).reshape(*safe.shape, -1)
+    # np.take reads a memmap's rows ~5x faster than fancy indexing; other row views (the
+    # sharded index's ConcatVectors) only offer __getitem__.
+    flat = safe.reshape(-1)
+    rows = np.take(vectors, flat, axis=0) if isinstance(vectors, np.ndarray) else vectors[flat]
+    gathered = np.asarray(rows).reshape(*safe.shape, -1)
     scores = np.array(_dot_rows(queries[s : s + chunk], gathered))
     scores[empty] = -np.inf
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
