@@ -137,3 +137,16 @@ def test_shipped_sweep_gin_files_parse(path, capsys):
 
 def test_shipped_sweeps_exist():
   assert {p.stem for p in GIN_SWEEPS} >= {"languages_scaling", "xqg_alpha", "xtr_vs_baselines"}
+
+
+def test_stage_module_with_configurables_imports_under_a_locked_config(tmp_path, monkeypatch):
+  """`xtr-jax sweep` locks gin before it imports the stage modules named in stage_targets."""
+  (tmp_path / "my_gin_stage_mod.py").write_text(
+    "import gin\n\n@gin.configurable\ndef plan(x=1):\n  return x\n\n"
+    "def stage(config_name, bindings, workdir):\n  return {'x': plan()}\n"
+  )
+  monkeypatch.syspath_prepend(str(tmp_path))
+  gin.parse_config("")
+  gin.finalize()
+  fn = sweep.resolve_stage("s", {"s": "my_gin_stage_mod:stage"})
+  assert fn("c", [], tmp_path) == {"x": 1}

@@ -119,7 +119,11 @@ def resolve_stage(name: str, targets: Mapping[str, str]) -> Stage:
   if name in targets:
     module_name, _, func_name = targets[name].partition(":")
     try:
-      return getattr(importlib.import_module(module_name), func_name)
+      # The sweep's gin config is locked by now; a stage module registers its configurables
+      # on import, which gin only allows unlocked.
+      with gin.unlock_config():
+        module = importlib.import_module(module_name)
+      return getattr(module, func_name)
     except (ImportError, AttributeError) as e:
       raise ValueError(f"stage {name!r}: cannot load target {targets[name]!r}: {e}") from None
   if name in STAGES:
