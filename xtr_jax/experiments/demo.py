@@ -78,7 +78,7 @@ SCALES = {
 # stage on CPU) is bounded to a seeded random sample of passages, never chosen by the queries.
 SHARED_SCALES = {
   "default": dataclasses.replace(
-    SCALES["default"], vocab_size=8000, xtr_steps=300, xqg_steps=300, generate_passages=1000
+    SCALES["default"], vocab_size=8000, xtr_steps=300, xqg_steps=200, generate_passages=1000
   ),
   "smoke": dataclasses.replace(SCALES["smoke"], vocab_size=8000, generate_passages=16),
 }
