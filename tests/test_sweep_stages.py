@@ -315,3 +315,18 @@ def test_shipped_sweeps_bindings_parse_into_plans(path):
       plan = stages.TrainPlan()
       assert plan.languages and stages.IndexPlan().corpus and stages.SearchPlan().queries
   assert gin.query_parameter("sweep_spec.name") == spec.name  # the sweep config is back
+
+
+def test_vocabulary_texts_reads_pairs_corpus_and_lines(tmp_path):
+  (tmp_path / "a.jsonl").write_text(
+    json.dumps({"query": "q1", "title": "T", "text": "x", "source": "keep"}) + "\n"
+    + json.dumps({"query": "q2", "title": "", "text": "y", "source": "drop"}) + "\n"
+  )  # fmt: skip
+  (tmp_path / "c.tsv").write_text("id\ttext\ttitle\np1\tbody one\tTitle One\n")
+  (tmp_path / "s.txt").write_text("a sentence\n\n")
+  texts = stages.vocabulary_texts(
+    [str(tmp_path / "*.jsonl"), str(tmp_path / "c.tsv"), str(tmp_path / "s.txt")], ["keep"]
+  )
+  assert texts == ["T x", "Title One body one", "a sentence", "q1"]
+  with pytest.raises(FileNotFoundError, match="matches no file"):
+    stages.vocabulary_texts([str(tmp_path / "none*.jsonl")])
