@@ -58,7 +58,7 @@ SCALES = {
     generate_passages=None,
     num_questions=1,
     strategy="greedy",
-    augment_weight=0.5,
+    augment_weight=0.25,
     augment_mode="tokens",
   ),
   "smoke": Scale(
@@ -70,7 +70,7 @@ SCALES = {
     generate_passages=None,
     num_questions=1,
     strategy="greedy",
-    augment_weight=0.5,
+    augment_weight=0.25,
     augment_mode="tokens",
   ),
 }
