@@ -172,13 +172,15 @@ def merge_rows(a_ids, a_s, b_ids, b_s, k):
   return np.take_along_axis(ids, order, 1), np.take_along_axis(s, order, 1)
 
 
-def exact_top_k(q: np.ndarray, vectors: np.ndarray, k: int, offset: int, block: int = 262_144):
-  """Exact float32 top-``k`` token ids (global: + ``offset``) and scores over ``vectors``."""
+def exact_top_k(q: np.ndarray, vectors: np.ndarray, k: int, offset: int, block: int = 65_536):
+  """Exact float32 top-``k`` token ids (global: + ``offset``) and scores over ``vectors``.
+
+  Blocks of ``block`` rows keep the score matrix small (Q x block float32)."""
   ids = scores = None
   for s in range(0, vectors.shape[0], block):
     sc = q @ vectors[s : s + block].astype(np.float32).T
     kk = min(k, sc.shape[1])
-    part = np.argpartition(-sc, kk - 1, axis=1)[:, :kk]
+    part = np.argpartition(sc, sc.shape[1] - kk, axis=1)[:, -kk:]
     ps = np.take_along_axis(sc, part, 1)
     pi = part.astype(np.int64) + offset + s
     ids, scores = (pi, ps) if ids is None else merge_rows(ids, scores, pi, ps, k)
