@@ -299,3 +299,19 @@ def test_tagged_checkpoint_decodes_from_the_language_tag(setup, capsys):
   with pytest.raises(SystemExit):
     cli.main(args)
   assert "not trained with language tags" in capsys.readouterr().err
+
+
+def test_script_share_counts_the_dominant_script():
+  from xtr_jax.models import script_share  # noqa: PLC0415
+
+  pairs = [
+    ("ja", "東京はどこですか?"),  # Han + Kana
+    ("ja", "Where is Tokyo?"),
+    ("ko", "서울은 어디입니까? Seoul"),  # Hangul dominates the Latin name
+    ("ru", "Кто мэр Bronoun?"),  # 6 Cyrillic letters vs 7 Latin: not in script
+    ("ar", ""),
+  ]
+  assert script_share.shares(pairs) == {"ar": (0, 1), "ja": (1, 2), "ko": (1, 1), "ru": (0, 1)}
+  table = script_share.share_table(script_share.shares(pairs))
+  assert "| ja | Han/Kana | 50.0% of 2 | - |" in table
+  assert table.endswith("| all | | 40.0% of 5 (macro 37.5%) | |")
