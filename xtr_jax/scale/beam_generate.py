@@ -37,6 +37,7 @@ class GenerateShardWork:
   def setup(self) -> None:
     from xtr_jax.checkpoints.orbax_io import load_checkpoint  # noqa: PLC0415
     from xtr_jax.index.encode import Tokenizer  # noqa: PLC0415
+    from xtr_jax.models import language_tags  # noqa: PLC0415
     from xtr_jax.models.generate_cli import DecodeSettings, QuestionGenerator  # noqa: PLC0415
 
     ckpt = load_checkpoint(self.checkpoint)
@@ -44,9 +45,11 @@ class GenerateShardWork:
       raise ValueError(f"{self.checkpoint}: model_kind={ckpt.model_kind!r}; need 'mt5'")
     vocab = self.vocabulary or (ckpt.extra or {}).get("vocabulary")
     tok = Tokenizer(vocab, ckpt.config.vocab_size, ckpt.config.eos_token_id)
-    self.generator = QuestionGenerator(
-      ckpt.params, ckpt.config, tok, self.settings or DecodeSettings()
-    )
+    settings = self.settings or DecodeSettings()
+    if settings.language_tags == "auto":  # as ``xtr-jax generate``: from the training config
+      tagged = language_tags.trained_with_language_tags(self.checkpoint)
+      settings = dataclasses.replace(settings, language_tags="yes" if tagged else "no")
+    self.generator = QuestionGenerator(ckpt.params, ckpt.config, tok, settings)
     self.fingerprint = ckpt.fingerprint
 
   def process(self, spec: shards.ShardSpec):
