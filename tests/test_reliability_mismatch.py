@@ -7,6 +7,7 @@ import shutil
 import jax
 import pytest
 
+import gin
 from xtr_jax.checkpoints import orbax_io
 from xtr_jax.index import cli as index_cli
 from xtr_jax.index.cli import build_from_corpus
@@ -165,3 +166,17 @@ def test_matching_gin_config_is_accepted(world):
           "--gin.EncodeParams.buckets=(64,)"]  # fmt: skip
   assert index_cli.index_main(argv) == 0
   assert Retriever.load(out, backend="brute_force").search(["river"], 2)
+
+
+def test_gin_macros_are_resolved_before_comparing(world):
+  """``vocab_size = %VOCAB_SIZE`` (as the run gin files bind it) compares by the macro's value."""
+  ckpt = orbax_io.load_checkpoint(world["setup"].checkpoint)
+  size = ckpt.config.vocab_size
+  gin.parse_config(
+    f"SIZE = {size}\nALIAS = %SIZE\nxtr_jax.models.config.T5Config.vocab_size = %ALIAS"
+  )
+  orbax_io.check_config_matches_gin(ckpt.config, "ckpt")  # equal through two macros: accepted
+  gin.clear_config()
+  gin.parse_config(f"SIZE = {size + 1}\nxtr_jax.models.config.T5Config.vocab_size = %SIZE")
+  with pytest.raises(ValueError, match=f"vocab_size={size + 1} in gin but {size} in the"):
+    orbax_io.check_config_matches_gin(ckpt.config, "ckpt")

@@ -217,6 +217,9 @@ def check_config_matches_gin(config: T5Config, checkpoint: str) -> None:
       bound = gin.query_parameter(f"xtr_jax.models.config.T5Config.{name}")
     except ValueError:
       continue  # not bound
+    bound = _resolve_macros(bound)
+    if isinstance(bound, gin.config.ConfigurableReference):
+      continue  # bound to a configurable's output, not a value: nothing to compare
     if bound != getattr(config, name):
       diffs.append(f"{name}={bound!r} in gin but {getattr(config, name)!r} in the checkpoint")
   if diffs:
@@ -224,6 +227,17 @@ def check_config_matches_gin(config: T5Config, checkpoint: str) -> None:
       f"checkpoint {checkpoint} does not match the gin model config: {'; '.join(diffs)} "
       "(drop the model gin file/bindings or pass the matching checkpoint)"
     )
+
+
+def _resolve_macros(value: Any) -> Any:
+  """Follows gin macro references (``%VOCAB_SIZE``, possibly chained) to their bound value."""
+  import gin  # noqa: PLC0415
+
+  for _ in range(32):  # macros may reference macros; bounded against cycles
+    if not (isinstance(value, gin.config.ConfigurableReference) and value.selector == "gin.macro"):
+      return value
+    value = gin.query_parameter(f"{value.scoped_selector}.value")
+  return value
 
 
 def _to_host(params: Mapping[str, Any]) -> dict[str, Any]:
