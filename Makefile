@@ -29,6 +29,7 @@ demo: $(VENV)/.installed
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python docs/assemble_readme.py --check
 
 format: $(VENV)/.installed-test
 	$(BIN)/ruff check --fix .
