@@ -624,6 +624,7 @@ def generate_stage(config_name: str, bindings: Sequence[str], workdir: pathlib.P
       max_input_length=plan.max_input_length,
       max_decode_length=plan.max_decode_length,
     )
+    settings = generate_cli.resolve_language_tags(settings, model_checkpoint(workdir, plan.model))
     generator = generate_cli.QuestionGenerator(ckpt.params, ckpt.config, tokenizer, settings)
     stats = generate_cli.generate_corpus(
       plan.corpus,

@@ -91,6 +91,14 @@ class DecodeSettings:
       )
 
 
+def resolve_language_tags(settings: DecodeSettings, checkpoint_dir: str) -> DecodeSettings:
+  """Turns ``language_tags='auto'`` into yes/no from the checkpoint's training config."""
+  if settings.language_tags != "auto":
+    return settings
+  tagged = language_tags.trained_with_language_tags(checkpoint_dir)
+  return dataclasses.replace(settings, language_tags="yes" if tagged else "no")
+
+
 class QuestionGenerator:
   """Jitted, device-sharded prompt -> questions, for one mT5 checkpoint."""
 
@@ -381,9 +389,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     parser.error("--vocabulary is required: the checkpoint records no vocabulary")
   check_vocabulary(ckpt.extra, vocabulary, args.checkpoint)
   tokenizer = Tokenizer(vocabulary, ckpt.config.vocab_size, ckpt.config.eos_token_id)
-  if settings.language_tags == "auto":
-    tagged = language_tags.trained_with_language_tags(args.checkpoint)
-    settings = dataclasses.replace(settings, language_tags="yes" if tagged else "no")
+  settings = resolve_language_tags(settings, args.checkpoint)
   try:
     generator = QuestionGenerator(ckpt.params, ckpt.config, tokenizer, settings)
   except ValueError as e:

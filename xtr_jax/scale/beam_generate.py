@@ -37,8 +37,11 @@ class GenerateShardWork:
   def setup(self) -> None:
     from xtr_jax.checkpoints.orbax_io import load_checkpoint  # noqa: PLC0415
     from xtr_jax.index.encode import Tokenizer  # noqa: PLC0415
-    from xtr_jax.models import language_tags  # noqa: PLC0415
-    from xtr_jax.models.generate_cli import DecodeSettings, QuestionGenerator  # noqa: PLC0415
+    from xtr_jax.models.generate_cli import (  # noqa: PLC0415
+      DecodeSettings,
+      QuestionGenerator,
+      resolve_language_tags,
+    )
 
     ckpt = load_checkpoint(self.checkpoint)
     if ckpt.model_kind != "mt5":
@@ -46,9 +49,7 @@ class GenerateShardWork:
     vocab = self.vocabulary or (ckpt.extra or {}).get("vocabulary")
     tok = Tokenizer(vocab, ckpt.config.vocab_size, ckpt.config.eos_token_id)
     settings = self.settings or DecodeSettings()
-    if settings.language_tags == "auto":  # as ``xtr-jax generate``: from the training config
-      tagged = language_tags.trained_with_language_tags(self.checkpoint)
-      settings = dataclasses.replace(settings, language_tags="yes" if tagged else "no")
+    settings = resolve_language_tags(settings, self.checkpoint)  # as ``xtr-jax generate``
     self.generator = QuestionGenerator(ckpt.params, ckpt.config, tok, settings)
     self.fingerprint = ckpt.fingerprint
 
