@@ -117,19 +117,10 @@ def read_pair_records(pairs_dir: str, languages: Sequence[str] | str) -> list[di
   records = []
   for path in paths:
     code = pathlib.Path(path).stem
-    with open(path, encoding="utf-8") as f:
-      for lineno, line in enumerate(f, 1):
-        if not line.strip():
-          continue
-        try:
-          row = json.loads(line)
-        except json.JSONDecodeError as e:
-          raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-        if not isinstance(row.get("query"), str) or not isinstance(row.get("text"), str):
-          raise ValueError(f"{path}:{lineno}: record lacks string 'query' / 'text'")
-        row.setdefault("code", code)
-        row.setdefault("_id", f"{code}:{lineno}")
-        records.append(row)
+    for lineno, row in inputs.iter_pair_rows(path):
+      row.setdefault("code", code)
+      row.setdefault("_id", f"{code}:{lineno}")
+      records.append(row)
   return records
 
 

@@ -26,6 +26,22 @@ BatchFactory = Callable[[int, int, int], Iterator[Batch]]
 PAD, EOS = 0, 1
 
 
+def iter_pair_rows(path: str) -> Iterator[tuple[int, dict]]:
+  """(line number, raw record) of one SWIM-IR-layout JSONL file, with string query and text."""
+  with open(path, encoding="utf-8") as f:
+    for lineno, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+      missing = [k for k in ("query", "text") if not isinstance(row.get(k), str)]
+      if missing:
+        raise ValueError(f"{path}:{lineno}: record lacks string field(s) {missing}")
+      yield lineno, row
+
+
 def read_pairs(pattern: str) -> list[dict[str, str]]:
   """(id, query, passage) records from JSONL files; errors name the file and line."""
   paths = sorted(glob.glob(pattern))
@@ -33,28 +49,18 @@ def read_pairs(pattern: str) -> list[dict[str, str]]:
     raise FileNotFoundError(f"no pair files match {pattern!r}")
   records = []
   for path in paths:
-    with open(path, encoding="utf-8") as f:
-      for lineno, line in enumerate(f, 1):
-        if not line.strip():
-          continue
-        try:
-          row = json.loads(line)
-        except json.JSONDecodeError as e:
-          raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
-        missing = [k for k in ("query", "text") if not isinstance(row.get(k), str)]
-        if missing:
-          raise ValueError(f"{path}:{lineno}: record lacks string field(s) {missing}")
-        title = row.get("title") or ""
-        records.append(
-          {
-            "id": str(row.get("_id", f"{os.path.basename(path)}:{lineno}")),
-            "query": row["query"],
-            "passage": f"{title} {row['text']}".strip(),
-            "title": title,
-            "text": row["text"],
-            "code": str(row.get("code") or ""),
-          }
-        )
+    for lineno, row in iter_pair_rows(path):
+      title = row.get("title") or ""
+      records.append(
+        {
+          "id": str(row.get("_id", f"{os.path.basename(path)}:{lineno}")),
+          "query": row["query"],
+          "passage": f"{title} {row['text']}".strip(),
+          "title": title,
+          "text": row["text"],
+          "code": str(row.get("code") or ""),
+        }
+      )
   return records
 
 
