@@ -49,20 +49,10 @@ QUERIES = ["river king", "football team song", "mountain lake city", "old market
 
 
 def build_index(root: str, passages: int) -> str:
-  from xtr_jax.index.cli import build_from_corpus
-  from xtr_jax.index.encode import EncodeParams, Tokenizer
-  from xtr_jax.index.retriever import load_model
-  from xtr_jax.index.testing import make_tiny_setup
+  from xtr_jax.index.testing import build_tiny_index, make_tiny_setup
 
   setup = make_tiny_setup(os.path.join(root, "fx"), num_passages=passages)
-  params, config, proj_dim, fp, _ = load_model(setup.checkpoint)
-  out = os.path.join(root, "idx")
-  build_from_corpus(
-    setup.corpus, out, params, config, proj_dim=proj_dim, model_fingerprint=fp,
-    tokenizer=Tokenizer(setup.vocabulary), checkpoint=setup.checkpoint,
-    encode_params=EncodeParams(buckets=(64,)), backend="brute_force", progress=False,
-  )  # fmt: skip
-  return out
+  return build_tiny_index(setup, os.path.join(root, "idx"))
 
 
 @contextlib.contextmanager

@@ -11,24 +11,16 @@ import urllib.request
 
 import pytest
 
-from xtr_jax.index.cli import build_from_corpus
-from xtr_jax.index.encode import EncodeParams, Tokenizer
-from xtr_jax.index.retriever import Retriever, load_model
+from xtr_jax.index.retriever import Retriever
 from xtr_jax.index.service import ServiceLimits, make_server
-from xtr_jax.index.testing import make_tiny_setup
+from xtr_jax.index.testing import build_tiny_index, make_tiny_setup
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
   root = str(tmp_path_factory.mktemp("svc"))
   setup = make_tiny_setup(root, num_passages=40)
-  params, config, proj_dim, fp, _ = load_model(setup.checkpoint)
-  out = os.path.join(root, "idx")
-  build_from_corpus(
-    setup.corpus, out, params, config, proj_dim=proj_dim, model_fingerprint=fp,
-    tokenizer=Tokenizer(setup.vocabulary), checkpoint=setup.checkpoint,
-    encode_params=EncodeParams(buckets=(64,)), backend="brute_force", progress=False,
-  )  # fmt: skip
+  out = build_tiny_index(setup, os.path.join(root, "idx"))
   retriever = Retriever.load(out)
   limits = ServiceLimits(max_queries=4, max_k=50, max_body_bytes=4096, max_concurrent=1,
                          queue_timeout=0.2, read_timeout=1.0)  # fmt: skip

@@ -89,3 +89,18 @@ def make_tiny_setup(directory: str, num_passages: int = 80, seed: int = 0) -> Ti
     extra={"proj_dim": 128, "pooling": "token", "vocabulary": vocabulary},
   )
   return TinySetup(corpus, queries, vocabulary, checkpoint, pids)
+
+
+def build_tiny_index(setup: TinySetup, output_dir: str) -> str:
+  """A brute-force token index of ``setup``'s corpus with its checkpoint (tests, benchmarks)."""
+  from xtr_jax.index.cli import build_from_corpus  # noqa: PLC0415
+  from xtr_jax.index.encode import EncodeParams, Tokenizer  # noqa: PLC0415
+  from xtr_jax.index.retriever import load_model  # noqa: PLC0415
+
+  params, config, proj_dim, fp, _ = load_model(setup.checkpoint)
+  build_from_corpus(
+    setup.corpus, output_dir, params, config, proj_dim=proj_dim, model_fingerprint=fp,
+    tokenizer=Tokenizer(setup.vocabulary), checkpoint=setup.checkpoint,
+    encode_params=EncodeParams(buckets=(64,)), backend="brute_force", progress=False,
+  )  # fmt: skip
+  return output_dir
