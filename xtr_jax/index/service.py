@@ -109,12 +109,17 @@ def make_server(
       return retriever.search(queries, k, exact=exact)
 
   class Handler(BaseHTTPRequestHandler):
-    timeout = limits.read_timeout  # per socket read; the watchdog bounds the whole request
+    # Per socket read. Longer than the watchdog's deadline so that on an idle or trickling
+    # connection the watchdog always answers 408 first (its shutdown then ends the read);
+    # with equal timeouts the handler could close the socket before the 408 went out.
+    timeout = 2 * limits.read_timeout + 1
     protocol_version = "HTTP/1.1"
     _watchdog: threading.Timer | None = None
 
     def handle_one_request(self):
       # Trickled bytes each reset a per-read timeout; a deadline for the whole request does not.
+      self._read_state = threading.Lock()
+      self._read_done = False  # set by whichever comes first: the full request or the deadline
       self._watchdog = threading.Timer(limits.read_timeout, self._read_expired)
       self._watchdog.daemon = True
       self._watchdog.start()
@@ -123,12 +128,21 @@ def make_server(
       finally:
         self.request_read()
 
-    def request_read(self) -> None:
+    def request_read(self) -> bool:
+      """Marks the request as received; False when the deadline already answered 408."""
       if self._watchdog is not None:
         self._watchdog.cancel()
         self._watchdog = None
+      with self._read_state:
+        expired = self._read_done == "expired"
+        self._read_done = self._read_done or "read"
+      return not expired
 
     def _read_expired(self) -> None:
+      with self._read_state:
+        if self._read_done:
+          return  # the request arrived in time; its reply is the handler's
+        self._read_done = "expired"
       body = json.dumps(
         {"error": f"request not received within {limits.read_timeout} s", "status": 408}
       ).encode()
@@ -149,6 +163,9 @@ def make_server(
       logging.info("%s %s", self.address_string(), fmt % args)
 
     def reply(self, status: int, obj) -> None:
+      if not self.request_read():
+        self.close_connection = True
+        return  # the deadline already answered 408 and shut the socket
       data = json.dumps(obj).encode("utf-8")
       self.send_response(status)
       self.send_header("Content-Type", "application/json")
@@ -160,7 +177,6 @@ def make_server(
       self.reply(status, {"error": message, "status": status})
 
     def do_GET(self):
-      self.request_read()
       if self.path == "/health":
         self.reply(200, {"status": "ok", "passages": retriever.index.num_passages})
       elif self.path == "/info":
@@ -186,7 +202,9 @@ def make_server(
         if len(body) < n:
           self.close_connection = True
           raise BadRequest(400, f"body ended after {len(body)} of {n} bytes")
-        self.request_read()
+        if not self.request_read():
+          self.close_connection = True
+          return  # the deadline fired first and already answered 408
         queries, k, exact = parse_search_request(body, limits)
         if not admit():
           raise BadRequest(503, "server busy: search queue full; retry later")
