@@ -69,6 +69,33 @@ def _model(args, work: str):
   return params, config, 128, params_fingerprint(params), Tokenizer(spm, config.vocab_size), label
 
 
+def _parse_reorder(spec: str) -> tuple[str, int]:
+  dtype, _, n = spec.partition(":")
+  if not n.isdigit():
+    raise SystemExit(f"--scann_reorder {spec!r}: expected DTYPE:N, e.g. int8:2000")
+  return dtype, int(n)
+
+
+def _reorder_searchers(vectors, segments, spec: str):
+  """ScaNN searchers like ``segments`` [(offset, searcher)], rebuilt with ScaNN's own
+  reordering (``spec`` = DTYPE:N); (searchers, build seconds, serialized bytes)."""
+  import dataclasses  # noqa: PLC0415
+
+  from xtr_jax.index.scann_index import ScannSearcher  # noqa: PLC0415
+
+  dtype, n = _parse_reorder(spec)
+  t0, out, size = time.time(), [], 0
+  for off, sc in segments:
+    params = dataclasses.replace(sc.params, reorder=n, reorder_dtype=dtype)
+    new = ScannSearcher.build(vectors[off : off + sc.size], params)
+    with tempfile.TemporaryDirectory() as d:
+      new.serialize(d)
+      size += sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
+    out.append((off, new))
+    print(f"  ScaNN reorder {spec} segment at {off}: built, {time.time() - t0:.0f} s", flush=True)
+  return out, time.time() - t0, size
+
+
 def _agreement_stats(sets, bf_sets) -> dict:
   agree = np.array([len(a & b) / max(len(b), 1) for a, b in zip(sets, bf_sets)])
   hist = np.histogram(agree, bins=[0, 0.8, 0.9, 0.95, 0.99, 1.0, 1.01])[0]
@@ -182,6 +209,23 @@ def agreement(args) -> None:
       sweep.append((n_leaves, rescore, st, tok_recall, t))
       print(f"  leaves {n_leaves} rescore {rescore}: agreement {st['mean']:.4f}, token recall "
             f"{tok_recall:.4f}, token search {t:.1f} s", flush=True)  # fmt: skip
+  base = scann_idx.searchers
+  for spec in args.scann_reorder:
+    scann_idx.searchers, t_build, size = _reorder_searchers(scann_idx.vectors, base, spec)
+    r.params = dataclasses.replace(r.params, rescore_candidates=0)
+    t0, parts = time.time(), []
+    for s in range(0, len(flat), 2048):
+      parts.append(r.search_tokens(flat[s : s + 2048]))
+    t = time.time() - t0
+    ids = np.concatenate([p[0] for p in parts])
+    sets = passage_sets(ids, np.concatenate([p[1] for p in parts]))
+    tok_recall = np.mean([len(np.intersect1d(a, b)) / k_tok for a, b in zip(ids, bf_ids)])
+    st = _agreement_stats(sets, bf_sets)
+    label_ = f"ScaNN reorder {spec} (built {t_build:.0f} s, {size / m['num_tokens']:.1f} B/token)"
+    sweep.append((base[0][1].params.num_leaves_to_search, label_, st, tok_recall, t))
+    print(f"  {label_}: agreement {st['mean']:.4f}, token recall {tok_recall:.4f}, token "
+          f"search {t:.1f} s", flush=True)  # fmt: skip
+  scann_idx.searchers = base
   print("| measure | value |\n|---|---|")
   for k, v in rows:
     print(f"| {k} | {v} |")
@@ -512,6 +556,21 @@ def ann(args) -> None:
     passage_eval(f"{name} + XTR (k'={k_tok}), the Retriever path",
                  f"rescore_candidates={rescore}" + (" (default)" if rescore == 2000 else ""),
                  build, size / n + extra, rsearch)  # fmt: skip
+  for spec in args.scann_reorder:
+    reordered, t_build, rsize = _reorder_searchers(db, searchers, spec)
+
+    def osearch(x, reordered=reordered):
+      ids, scores = [], []
+      for off, sc in reordered:
+        i, s = sc.search_batched(x, k_tok)
+        ids.append(np.where(i >= 0, i + off, -1))
+        scores.append(s)
+      return (ids[0], scores[0]) if len(ids) == 1 else merge_top_k(ids, scores, k_tok)
+
+    passage_eval(f"{name} + XTR (k'={k_tok}), ScaNN's own reordering",
+                 f"reorder {spec}, rescore_candidates=0", t_build, rsize / n,
+                 osearch)  # fmt: skip
+    del reordered
   searchers.clear()  # frees the ScaNN memory before the peers run
 
   if args.peers:
@@ -578,6 +637,10 @@ def main() -> None:
   p.add_argument(
     "--rescore", type=int, nargs="*", default=[0, 2000, 4000], help="rescore_candidates values"
   )
+  p.add_argument(
+    "--scann_reorder", nargs="*", default=[],
+    help="Extra ScaNN builds with ScaNN's own reordering, DTYPE:N (int8:2000, bfloat16:2000).",
+  )  # fmt: skip
   p.add_argument("--num_vectors", type=int, default=10_000_000, help="ANN: synthetic N.")
   p.add_argument("--noise", type=float, default=1.2, help="ANN: synthetic context noise.")
   p.add_argument(

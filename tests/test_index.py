@@ -307,3 +307,31 @@ def test_corpus_errors_name_file_and_line(tmp_path):
     list(read_corpus(str(bad)))
   with pytest.raises(FileNotFoundError, match="corpus file not found"):
     list(read_corpus(str(tmp_path / "none.tsv")))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
+def test_scann_reorder_dtypes_rescore_with_near_exact_scores(dtype):
+  # With reordering over every token, ScaNN's top-k is the exact top-k up to the reorder
+  # dtype's rounding: float32 exact, bfloat16 ~3 digits, int8 fixed point ~2 digits.
+  from xtr_jax.index.scann_index import ScannSearcher
+
+  rng = np.random.default_rng(0)
+  db = rng.standard_normal((3000, 16)).astype(np.float32)
+  db /= np.linalg.norm(db, axis=1, keepdims=True)
+  q = db[:8] + 0.1 * rng.standard_normal((8, 16)).astype(np.float32)
+  params = ScannParams(num_leaves=10, num_leaves_to_search=10, reorder=3000, reorder_dtype=dtype)
+  ids, scores = ScannSearcher.build(db, params).search_batched(q, 20)
+  exact = q @ db.T
+  np.testing.assert_allclose(scores, np.take_along_axis(exact, ids, axis=1), atol=0.03)
+  want = np.sort(exact, axis=1)[:, ::-1][:, :20]
+  np.testing.assert_allclose(scores, want, atol=0.03)
+  overlap = np.mean([len(set(a) & set(b)) / 20 for a, b in zip(ids, np.argsort(-exact)[:, :20])])
+  assert overlap >= (1.0 if dtype == "float32" else 0.9)
+
+
+def test_scann_reorder_dtype_is_checked():
+  from xtr_jax.index.scann_index import ScannSearcher
+
+  db = np.eye(8, dtype=np.float32)
+  with pytest.raises(ValueError, match="reorder_dtype='fp8'"):
+    ScannSearcher.build(db, ScannParams(num_leaves=2, reorder=8, reorder_dtype="fp8"))

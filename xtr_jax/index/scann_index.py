@@ -30,7 +30,10 @@ class ScannParams:
   training_sample_size: int = 250_000
   dimensions_per_block: int = 1  # AH: 1 dim per 16-centre codebook = 4 bits/dim
   anisotropic_quantization_threshold: float = 0.1
-  reorder: int = 0  # >0: exact float re-scoring of this many AH candidates
+  reorder: int = 0  # >0: ScaNN re-scores this many AH candidates with reorder_dtype vectors
+  # float32 (exact, +512 B/token), bfloat16 (+256 B/token) or int8 (fixed point, +128 B/token
+  # and per-dimension scales): ScaNN's own reordering, in C++ on its thread pool.
+  reorder_dtype: str = "float32"
   num_threads: int = 0  # 0: ScaNN's default pool (all cores); 1: single-threaded search
 
   def leaves_for(self, n: int) -> int:
@@ -69,6 +72,19 @@ def _load_relocated(directory: str):
   return ops.ScannSearcher(ops.scann_pybind.ScannNumpy(root, text), None)
 
 
+def _reorder_type(dtype: str):
+  from scann.scann_ops.py.scann_builder import ReorderType  # noqa: PLC0415
+
+  types = {
+    "float32": ReorderType.FLOAT32,
+    "int8": ReorderType.INT8,
+    "bfloat16": ReorderType.BFLOAT16,
+  }
+  if dtype not in types:
+    raise ValueError(f"ScannParams.reorder_dtype={dtype!r}; one of {sorted(types)}")
+  return types[dtype]
+
+
 class ScannSearcher:
   """A built or loaded ScaNN searcher with the search settings it was built with."""
 
@@ -99,7 +115,7 @@ class ScannSearcher:
       )
     )
     if params.reorder > 0:
-      builder = builder.reorder(params.reorder)
+      builder = builder.reorder(params.reorder, quantize=_reorder_type(params.reorder_dtype))
     if params.num_threads:
       builder.set_n_training_threads(params.num_threads)
     searcher = builder.build()
