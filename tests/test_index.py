@@ -335,3 +335,34 @@ def test_scann_reorder_dtype_is_checked():
   db = np.eye(8, dtype=np.float32)
   with pytest.raises(ValueError, match="reorder_dtype='fp8'"):
     ScannSearcher.build(db, ScannParams(num_leaves=2, reorder=8, reorder_dtype="fp8"))
+
+
+def test_index_built_with_scann_reordering_skips_our_rescoring(
+  built, retriever, tmp_path, monkeypatch
+):
+  # ScaNN re-scores (float32, every token a candidate, every leaf searched): the Retriever must
+  # take ScaNN's exact lists as they are, not fetch and re-score candidates again.
+  from xtr_jax.index import retriever as retriever_module
+
+  idx = retriever.index
+  n = idx.manifest["num_tokens"]
+  out = str(tmp_path / "reordered")
+  build_index(
+    out, np.asarray(idx.vectors), idx.token_to_passage, idx.passage_ids,
+    model_fingerprint=idx.manifest["model_fingerprint"],
+    scann_params=ScannParams(num_leaves=4, num_leaves_to_search=4, reorder=n),
+  )  # fmt: skip
+  params = SearchParams(token_top_k=50, rescore_candidates=2000)
+  r = Retriever(load_index(out), retriever.encoder, retriever.tokenizer, params)
+  bf = Retriever(idx, retriever.encoder, retriever.tokenizer, SearchParams(token_top_k=50))
+  assert r.scann_reorders and not bf.scann_reorders
+
+  def fail(*args, **kwargs):
+    raise AssertionError("re-scored an index that ScaNN already reorders")
+
+  monkeypatch.setattr(retriever_module, "rescore_candidates", fail)
+  vecs, mask = bf.encode_queries(["river city mountain", "book school bank money"])
+  a_ids, a_scores = r.search_tokens(vecs[mask])
+  b_ids, b_scores = bf.search_tokens(vecs[mask])
+  np.testing.assert_array_equal(a_ids, b_ids)
+  np.testing.assert_allclose(a_scores, b_scores, rtol=1e-5, atol=1e-5)

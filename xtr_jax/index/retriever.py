@@ -21,8 +21,10 @@ class SearchParams:
   ``rescore_candidates`` > 0: fetch that many ANN candidates per query token and keep the
   exact top-k' by dot product with the stored float16 vectors (``brute_force.
   rescore_candidates``); 0 keeps ScaNN's approximate scores. Brute-force indexes are exact
-  and skip it. 2000 (2 k') lifts XOR-mini top-100 agreement with brute force from 0.91 to
-  0.995 (results/search_agreement.md).
+  and skip it, and so do indexes built with ScaNN's own reordering (``ScannParams.reorder``
+  > 0, e.g. ``reorder_dtype='int8'``: the same re-scoring in C++ from 1-byte codes held in
+  RAM). 2000 (2 k') lifts XOR-mini top-100 agreement with brute force from 0.91 to 0.995
+  (results/search_agreement.md).
   """
 
   token_top_k: int = 1000
@@ -125,12 +127,18 @@ class Retriever:
     """True when the index's token search is already exact (brute force)."""
     return all(isinstance(s, BruteForceSearcher) for _, s in self.index.searchers)
 
+  @property
+  def scann_reorders(self) -> bool:
+    """True when every ScaNN segment re-scores its candidates itself (built with reorder)."""
+    params = [getattr(s, "params", None) for _, s in self.index.searchers]
+    return all(p is not None and getattr(p, "reorder", 0) > 0 for p in params)
+
   def search_tokens(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Top-k' token ids and scores of query token vectors [T, d], re-scored if configured."""
     n = self.index.manifest["num_tokens"]
     token_k = min(self.params.token_top_k, n)
     fetch = min(max(self.params.rescore_candidates, token_k), n)
-    if self.params.rescore_candidates <= 0 or self.exact_tokens:
+    if self.params.rescore_candidates <= 0 or self.exact_tokens or self.scann_reorders:
       return self.index.search_tokens(flat, token_k)
     cand, _ = self.index.search_tokens(flat, fetch)
     return rescore_candidates(flat, cand, self.index.vectors, token_k)
