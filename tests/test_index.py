@@ -366,3 +366,27 @@ def test_index_built_with_scann_reordering_skips_our_rescoring(
   b_ids, b_scores = bf.search_tokens(vecs[mask])
   np.testing.assert_array_equal(a_ids, b_ids)
   np.testing.assert_allclose(a_scores, b_scores, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("gin_file", ["runs/index_default.gin", "runs/index_fast.gin"])
+def test_shipped_index_gin_files_build_what_they_say(built, retriever, tmp_path, gin_file):
+  setup, _ = built
+  out = str(tmp_path / "idx")
+  rc = run_cli(
+    cli.index_main,
+    ["--checkpoint", setup.checkpoint, "--corpus", setup.corpus, "--output", out,
+     "--gin_file", gin_file],
+  )  # fmt: skip
+  assert rc == 0
+  scann = json.load(open(os.path.join(out, "manifest.json")))["scann"]
+  fast = gin_file.endswith("fast.gin")
+  assert scann["reorder"] == (2000 if fast else 0)
+  assert scann["reorder_dtype"] == ("int8" if fast else "float32")
+  assert scann["num_leaves_to_search"] == (200 if fast else 100)
+  r = Retriever.load(out)
+  assert r.scann_reorders == fast
+  queries = ["river city mountain", "book school bank money"]
+  got = r.search(queries, k=10)
+  want = retriever.search(queries, k=10)  # brute force
+  overlap = np.mean([len({p for p, _ in a} & {p for p, _ in b}) / 10 for a, b in zip(got, want)])
+  assert overlap >= 0.9
