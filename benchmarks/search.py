@@ -69,11 +69,12 @@ def _model(args, work: str):
   return params, config, 128, params_fingerprint(params), Tokenizer(spm, config.vocab_size), label
 
 
-def _parse_reorder(spec: str) -> tuple[str, int]:
-  dtype, _, n = spec.partition(":")
-  if not n.isdigit():
-    raise SystemExit(f"--scann_reorder {spec!r}: expected DTYPE:N, e.g. int8:2000")
-  return dtype, int(n)
+def _parse_reorder(spec: str) -> tuple[str, int, int | None]:
+  """DTYPE:N[:LEAVES] -> (dtype, reorder candidates, leaves_to_search or None = as built)."""
+  parts = spec.split(":")
+  if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts[1:]):
+    raise SystemExit(f"--scann_reorder {spec!r}: expected DTYPE:N[:LEAVES], e.g. int8:2000:200")
+  return parts[0], int(parts[1]), int(parts[2]) if len(parts) == 3 else None
 
 
 def _reorder_searchers(vectors, segments, spec: str):
@@ -83,10 +84,12 @@ def _reorder_searchers(vectors, segments, spec: str):
 
   from xtr_jax.index.scann_index import ScannSearcher  # noqa: PLC0415
 
-  dtype, n = _parse_reorder(spec)
+  dtype, n, leaves = _parse_reorder(spec)
   t0, out, size = time.time(), [], 0
   for off, sc in segments:
     params = dataclasses.replace(sc.params, reorder=n, reorder_dtype=dtype)
+    if leaves:
+      params = dataclasses.replace(params, num_leaves_to_search=leaves)
     new = ScannSearcher.build(vectors[off : off + sc.size], params)
     with tempfile.TemporaryDirectory() as d:
       new.serialize(d)
@@ -639,7 +642,8 @@ def main() -> None:
   )
   p.add_argument(
     "--scann_reorder", nargs="*", default=[],
-    help="Extra ScaNN builds with ScaNN's own reordering, DTYPE:N (int8:2000, bfloat16:2000).",
+    help="Extra ScaNN builds with ScaNN's own reordering, DTYPE:N[:LEAVES_TO_SEARCH] "
+    "(int8:2000, int8:2000:200 = gin/runs/index_fast.gin).",
   )  # fmt: skip
   p.add_argument("--num_vectors", type=int, default=10_000_000, help="ANN: synthetic N.")
   p.add_argument("--noise", type=float, default=1.2, help="ANN: synthetic context noise.")
