@@ -411,6 +411,8 @@ def _run_peer(args, engine, data_dir, n):
          "--threads", str(args.threads)]  # fmt: skip
   if engine == "fast_plaid" and args.plaid_queries:
     cmd += ["--num_queries", str(args.plaid_queries)]
+  if engine == "xtr_warp" and args.warp_partitions:
+    cmd += ["--num_partitions", str(args.warp_partitions)]
   if not os.path.exists(args.peers_python):
     return [], f"not run: no interpreter {args.peers_python} (see results/search.md)"
   try:
@@ -644,6 +646,10 @@ def main() -> None:
     "--scann_reorder", nargs="*", default=[],
     help="Extra ScaNN builds with ScaNN's own reordering, DTYPE:N[:LEAVES_TO_SEARCH] "
     "(int8:2000, int8:2000:200 = gin/runs/index_fast.gin).",
+  )  # fmt: skip
+  p.add_argument(
+    "--warp_partitions", type=int, default=0,
+    help="xtr-warp num_partitions (0: its corpus-size heuristic; e.g. our ScaNN leaf count).",
   )  # fmt: skip
   p.add_argument("--num_vectors", type=int, default=10_000_000, help="ANN: synthetic N.")
   p.add_argument("--noise", type=float, default=1.2, help="ANN: synthetic context noise.")

@@ -76,8 +76,10 @@ def run_xtr_warp(args, emit) -> None:
 
   t0 = time.time()
   index = XTRWarp(index=args.index)
+  # num_partitions None: xtr-warp's corpus-size heuristic (tens of thousands of centroids for
+  # millions of tokens: hours of k-means on 2 cores); N: as many as our ScaNN leaves.
   index.create(embeddings_source=os.path.join(args.data, "docs"), device="cpu", nbits=4, seed=0,
-               show_progress=False)  # fmt: skip
+               show_progress=False, num_partitions=args.num_partitions or None)  # fmt: skip
   build = time.time() - t0
   size = _dir_bytes(args.index)
   index.load(device="cpu")
@@ -87,7 +89,8 @@ def run_xtr_warp(args, emit) -> None:
     res = index.search(queries, top_k=args.k, num_threads=args.threads, nprobe=nprobe,
                        show_progress=False)  # fmt: skip
     t = time.time() - t0
-    emit(settings=f"nbits=4, nprobe={nprobe or 'default'}", build_s=build, index_bytes=size,
+    parts = f", num_partitions={args.num_partitions}" if args.num_partitions else ""
+    emit(settings=f"nbits=4{parts}, nprobe={nprobe or 'default'}", build_s=build, index_bytes=size,
          search_s=t, ids=_ids(res, args.k))  # fmt: skip
 
 
@@ -100,6 +103,7 @@ def main() -> None:
   p.add_argument("--k", type=int, default=100)
   p.add_argument("--threads", type=int, default=2)
   p.add_argument("--num_queries", type=int, default=0, help="Search only the first N (0: all).")
+  p.add_argument("--num_partitions", type=int, default=0, help="xtr-warp centroids (0: its own).")
   p.add_argument(
     "--plaid_settings", default="8:1024", help="fast-plaid n_ivf_probe:n_full_scores, comma list"
   )
