@@ -193,29 +193,9 @@ def agreement(args) -> None:
     ("brute-force token search seconds (float32 copy in RAM, 2 cores)", f"{t_bf:.1f}"),
   ]
   sweep = []
-  for n_leaves in args.sweep_leaves or [m["scann"]["num_leaves_to_search"]]:
-    scann_idx.searchers = [
-      (off, ScannSearcher(s.searcher, dataclasses.replace(s.params, num_leaves_to_search=n_leaves),
-                          s.size))
-      for off, s in scann_idx.searchers
-    ]  # fmt: skip
-    for rescore in args.rescore:
-      r.params = dataclasses.replace(r.params, rescore_candidates=rescore)
-      t0, parts = time.time(), []
-      for s in range(0, len(flat), 2048):
-        parts.append(r.search_tokens(flat[s : s + 2048]))
-      t = time.time() - t0
-      ids = np.concatenate([p[0] for p in parts])
-      sets = passage_sets(ids, np.concatenate([p[1] for p in parts]))
-      tok_recall = np.mean([len(np.intersect1d(a, b)) / k_tok for a, b in zip(ids, bf_ids)])
-      st = _agreement_stats(sets, bf_sets)
-      sweep.append((n_leaves, rescore, st, tok_recall, t))
-      print(f"  leaves {n_leaves} rescore {rescore}: agreement {st['mean']:.4f}, token recall "
-            f"{tok_recall:.4f}, token search {t:.1f} s", flush=True)  # fmt: skip
-  base = scann_idx.searchers
-  for spec in args.scann_reorder:
-    scann_idx.searchers, t_build, size = _reorder_searchers(scann_idx.vectors, base, spec)
-    r.params = dataclasses.replace(r.params, rescore_candidates=0)
+
+  def measure(label) -> None:
+    """Token search of all query tokens through the Retriever; one row of the sweep table."""
     t0, parts = time.time(), []
     for s in range(0, len(flat), 2048):
       parts.append(r.search_tokens(flat[s : s + 2048]))
@@ -224,10 +204,25 @@ def agreement(args) -> None:
     sets = passage_sets(ids, np.concatenate([p[1] for p in parts]))
     tok_recall = np.mean([len(np.intersect1d(a, b)) / k_tok for a, b in zip(ids, bf_ids)])
     st = _agreement_stats(sets, bf_sets)
-    label_ = f"ScaNN reorder {spec} (built {t_build:.0f} s, {size / m['num_tokens']:.1f} B/token)"
-    sweep.append((base[0][1].params.num_leaves_to_search, label_, st, tok_recall, t))
-    print(f"  {label_}: agreement {st['mean']:.4f}, token recall {tok_recall:.4f}, token "
-          f"search {t:.1f} s", flush=True)  # fmt: skip
+    leaves = scann_idx.searchers[0][1].params.num_leaves_to_search
+    sweep.append((leaves, label, st, tok_recall, t))
+    print(f"  leaves {leaves} {label}: agreement {st['mean']:.4f}, token recall "
+          f"{tok_recall:.4f}, token search {t:.1f} s", flush=True)  # fmt: skip
+
+  for n_leaves in args.sweep_leaves or [m["scann"]["num_leaves_to_search"]]:
+    scann_idx.searchers = [
+      (off, ScannSearcher(s.searcher, dataclasses.replace(s.params, num_leaves_to_search=n_leaves),
+                          s.size))
+      for off, s in scann_idx.searchers
+    ]  # fmt: skip
+    for rescore in args.rescore:
+      r.params = dataclasses.replace(r.params, rescore_candidates=rescore)
+      measure(rescore)
+  base = scann_idx.searchers
+  r.params = dataclasses.replace(r.params, rescore_candidates=0)
+  for spec in args.scann_reorder:
+    scann_idx.searchers, t_build, size = _reorder_searchers(scann_idx.vectors, base, spec)
+    measure(f"ScaNN reorder {spec} (built {t_build:.0f} s, {size / m['num_tokens']:.1f} B/token)")
   scann_idx.searchers = base
   print("| measure | value |\n|---|---|")
   for k, v in rows:
@@ -532,9 +527,10 @@ def ann(args) -> None:
           if nseg > 1 else f"xtr_jax ScaNN ({searchers[0][1].params.num_leaves} leaves, AH 4 "
           "bit/dim)")  # fmt: skip
 
-  def ssearch(x, kk, leaves=None):
+  def ssearch(x, kk, leaves=None, segments=None):
+    """Token top-``kk`` over ``segments`` (default: the built ones), merged exactly."""
     ids, scores = [], []
-    for off, sc in searchers:
+    for off, sc in searchers if segments is None else segments:
       if leaves:
         sc = ScannSearcher(sc.searcher, dataclasses.replace(sc.params, num_leaves_to_search=leaves),
                            sc.size)  # fmt: skip
@@ -549,18 +545,19 @@ def ann(args) -> None:
     t = time.time() - t0
     tok_row(name, f"leaves_to_search={leaves}, {args.threads} threads", build, size / n,
             len(flat) / t, recall(ids, gt_tok))  # fmt: skip
+
+  def rsearch(x, rescore):
+    """The Retriever's token search: ScaNN, then exact re-scoring of ``rescore`` candidates."""
+    if not rescore:
+      return ssearch(x, k_tok)
+    cand, _ = ssearch(x, max(rescore, k_tok))
+    return rescore_candidates(x, cand, db, k_tok)
+
   for rescore in args.rescore:
-
-    def rsearch(x, rescore=rescore):
-      if not rescore:
-        return ssearch(x, k_tok)
-      cand, _ = ssearch(x, max(rescore, k_tok))
-      return rescore_candidates(x, cand, db, k_tok)
-
     extra = 256 if rescore else 0
     passage_eval(f"{name} + XTR (k'={k_tok}), the Retriever path",
                  f"rescore_candidates={rescore}" + (" (default)" if rescore == 2000 else ""),
-                 build, size / n + extra, rsearch)  # fmt: skip
+                 build, size / n + extra, lambda x, rescore=rescore: rsearch(x, rescore))  # fmt: skip
   if args.exact_rerank:
     # The Retriever's --exact mode: the default path's retrieved passages (union over query
     # tokens) re-ranked by full MaxSim over their stored float16 tokens.
@@ -570,8 +567,7 @@ def ann(args) -> None:
     starts = np.concatenate([[0], np.cumsum(doclens)])
     bounds = np.concatenate([[0], np.cumsum(qlens)])
     t0 = time.time()
-    cand, _ = ssearch(flat, max(2000, k_tok))
-    ids, _ = rescore_candidates(flat, cand, db, k_tok)
+    ids, _ = rsearch(flat, 2000)
     got = []
     for q in range(nq):
       rows = ids[bounds[q] : bounds[q + 1]]
@@ -586,12 +582,7 @@ def ann(args) -> None:
     reordered, t_build, rsize = _reorder_searchers(db, searchers, spec)
 
     def osearch(x, reordered=reordered):
-      ids, scores = [], []
-      for off, sc in reordered:
-        i, s = sc.search_batched(x, k_tok)
-        ids.append(np.where(i >= 0, i + off, -1))
-        scores.append(s)
-      return (ids[0], scores[0]) if len(ids) == 1 else merge_top_k(ids, scores, k_tok)
+      return ssearch(x, k_tok, segments=reordered)
 
     passage_eval(f"{name} + XTR (k'={k_tok}), ScaNN's own reordering",
                  f"reorder {spec}, rescore_candidates=0", t_build, rsize / n,
