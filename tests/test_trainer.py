@@ -195,6 +195,9 @@ def test_jsonl_pairs_errors_name_the_file_and_line(tmp_path, pairs):
   bad.write_text("{not json\n")
   with pytest.raises(ValueError, match=r"bad\.jsonl:1: not valid JSON"):
     inputs.jsonl_pairs_batches(str(bad), vocab)
+  bad.write_text("[1, 2]\n")
+  with pytest.raises(ValueError, match=r"bad\.jsonl:1: expected a JSON object, got list"):
+    inputs.jsonl_pairs_batches(str(bad), vocab)
   with pytest.raises(FileNotFoundError, match="no pair files match"):
     inputs.jsonl_pairs_batches(str(tmp_path / "none*.jsonl"), vocab)
 

@@ -36,6 +36,8 @@ def iter_pair_rows(path: str) -> Iterator[tuple[int, dict]]:
         row = json.loads(line)
       except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+      if not isinstance(row, dict):
+        raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
       missing = [k for k in ("query", "text") if not isinstance(row.get(k), str)]
       if missing:
         raise ValueError(f"{path}:{lineno}: record lacks string field(s) {missing}")
