@@ -119,7 +119,8 @@ def make_server(
     def handle_one_request(self):
       # Trickled bytes each reset a per-read timeout; a deadline for the whole request does not.
       self._read_state = threading.Lock()
-      self._read_done = False  # set by whichever comes first: the full request or the deadline
+      # "" until whichever comes first sets it: "read" (the full request) or "expired" (408).
+      self._read_done = ""
       self._watchdog = threading.Timer(limits.read_timeout, self._read_expired)
       self._watchdog.daemon = True
       self._watchdog.start()
