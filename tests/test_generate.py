@@ -97,9 +97,17 @@ def test_greedy_output_layout_and_agreement_with_direct_decoding(setup):
   ids = np.zeros((1, 32), np.int32)
   row = sp.encode(prompt)[:31] + [1]
   ids[0, : len(row)] = row
+  # The CLI never emits the unk piece (unless --allow_unk).
   tokens = decoding.generate(
-    setup["params"], ids, None, config=setup["config"], strategy="greedy", max_decode_length=8
+    setup["params"],
+    ids,
+    None,
+    config=setup["config"],
+    strategy="greedy",
+    max_decode_length=8,
+    suppress_ids=(sp.unk_id(),),
   ).tokens[0, 0]
+  assert sp.unk_id() not in np.asarray(tokens).tolist()
   ids = [i if i < sp.get_piece_size() else sp.unk_id() for i in np.asarray(tokens).tolist()]
   expected = sp.decode(decoding.trim_at_eos(ids))
   assert records[2]["generated_queries"]["ko"] == [expected]
@@ -204,6 +212,27 @@ def test_per_row_start_ids_and_vocab_limit_in_every_strategy():
     step_fn, jnp.zeros(()), 1, 2, start_id=4, eos_id=7, vocab_limit=5
   )
   assert np.asarray(limited).tolist() == [[0, 1]]
+
+
+def test_suppressed_ids_are_never_produced_in_any_strategy():
+  # From 2 the model is certain of 3; with 3 suppressed every strategy takes the best allowed
+  # id instead (all tie: the lowest, 0), then follows the model again (0 -> 1).
+  step_fn = _shift_step_fn(8)
+  greedy, _ = decoding.temperature_sample(
+    step_fn, jnp.zeros(()), 1, 2, start_id=2, eos_id=7, suppress_ids=(3,)
+  )
+  assert np.asarray(greedy).tolist() == [[0, 1]]
+  sampled, _ = decoding.temperature_sample(
+    step_fn, jnp.zeros(()), 64, 1, jax.random.PRNGKey(0), start_id=2, eos_id=7, suppress_ids=(3,)
+  )
+  assert 3 not in np.asarray(sampled).ravel().tolist()
+  beams, _ = decoding.beam_search(
+    step_fn, jnp.zeros(()), 1, 2, 2, start_id=2, eos_id=7, suppress_ids=(3,)
+  )
+  assert 3 not in np.asarray(beams).ravel().tolist()
+  logits = decoding.limit_vocab(jnp.zeros((1, 6)), 5, (2,))
+  allowed = np.asarray(logits) > decoding.NEG_INF / 2
+  assert allowed.tolist() == [[True, True, False, True, True, False]]
 
 
 def test_prompt_prefixes_are_the_first_ids_of_every_prompt(setup):

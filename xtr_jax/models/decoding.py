@@ -84,11 +84,19 @@ def brevity_penalty(length: Array, alpha: float) -> Array:
   return ((5.0 + jnp.asarray(length, jnp.float32)) / 6.0) ** alpha
 
 
-def limit_vocab(logits: Array, vocab_limit: int | None) -> Array:
-  """Logits with ids >= ``vocab_limit`` (tags, padded vocabulary) set to NEG_INF."""
-  if vocab_limit is None or vocab_limit >= logits.shape[-1]:
+def limit_vocab(
+  logits: Array, vocab_limit: int | None, suppress_ids: tuple[int, ...] = ()
+) -> Array:
+  """Logits with ids >= ``vocab_limit`` (tags, padded vocabulary) and ``suppress_ids`` (e.g.
+  SentencePiece's unk, which detokenises to a literal "⁇") set to NEG_INF."""
+  vocab = logits.shape[-1]
+  if (vocab_limit is None or vocab_limit >= vocab) and not suppress_ids:
     return logits
-  return jnp.where(jnp.arange(logits.shape[-1]) < vocab_limit, logits, NEG_INF)
+  ids = jnp.arange(vocab)
+  allowed = ids < (vocab if vocab_limit is None else vocab_limit)
+  for i in suppress_ids:
+    allowed = allowed & (ids != i)
+  return jnp.where(allowed, logits, NEG_INF)
 
 
 # ----------------------------------------------------------------------- greedy and sampling
@@ -107,13 +115,14 @@ def temperature_sample(
   start_id: int | Array = 0,
   pad_id: int = 0,
   vocab_limit: int | None = None,
+  suppress_ids: tuple[int, ...] = (),
 ) -> tuple[Array, Array]:
   """Greedy (``rng=None`` or ``temperature=0``) or (top-k) sampling; returns tokens, log-probs.
 
   The key is split once per step, so a seed fixes the whole output. ``top_k=0`` samples from
   the full distribution. Returns tokens [B, T] and the summed log-probability [B].
   ``start_id`` may be one id per row [B] (language tags); ids >= ``vocab_limit`` are never
-  produced.
+  produced, nor are ``suppress_ids``.
   """
   greedy = rng is None or temperature == 0.0
   rng = jax.random.PRNGKey(0) if rng is None else rng
@@ -136,7 +145,7 @@ def temperature_sample(
     i, tokens, cache, ended, logp, rng = state
     current = lax.dynamic_slice_in_dim(tokens, i, 1, axis=1)
     logits, cache = step_fn(cache, current)
-    logits = limit_vocab(logits.astype(jnp.float32), vocab_limit)
+    logits = limit_vocab(logits.astype(jnp.float32), vocab_limit, suppress_ids)
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     rng, key = jax.random.split(rng)
     if greedy:
@@ -174,6 +183,7 @@ def beam_search(
   pad_id: int = 0,
   num_return: int | None = None,
   vocab_limit: int | None = None,
+  suppress_ids: tuple[int, ...] = (),
 ) -> tuple[Array, Array]:
   """Beam search over a cache already repeated to ``batch_size * beam_size`` rows (b-major).
 
@@ -182,7 +192,8 @@ def beam_search(
   K hypotheses are finished and none of the live ones can still beat the worst of them.
   Hypotheses that reach ``max_decode_length`` without EOS compete with the finished ones.
   Returns tokens [B, n, T] and scores [B, n] (best first), n = ``num_return`` or K.
-  ``start_id`` may be one id per example [B]; ids >= ``vocab_limit`` are never produced.
+  ``start_id`` may be one id per example [B]; ids >= ``vocab_limit`` and ``suppress_ids`` are
+  never produced.
   """
   b, k, length = batch_size, beam_size, max_decode_length
   num_return = k if num_return is None else num_return
@@ -213,7 +224,9 @@ def beam_search(
     i, live_seqs, live_logp, fin_seqs, fin_scores, fin_flags, cache = state
     current = lax.dynamic_slice_in_dim(live_seqs, i, 1, axis=2).reshape(b * k, 1)
     logits, cache = step_fn(cache, current)
-    log_probs = jax.nn.log_softmax(limit_vocab(logits.astype(jnp.float32), vocab_limit), axis=-1)
+    log_probs = jax.nn.log_softmax(
+      limit_vocab(logits.astype(jnp.float32), vocab_limit, suppress_ids), axis=-1
+    )
     vocab = log_probs.shape[-1]
     cand = (live_logp[:, :, None] + log_probs.reshape(b, k, vocab)).reshape(b, k * vocab)
     cand_logp, flat = lax.top_k(cand, 2 * k)
@@ -261,6 +274,7 @@ def beam_search(
     "beam_size",
     "alpha",
     "vocab_limit",
+    "suppress_ids",
   ),
 )
 def generate(
@@ -278,11 +292,12 @@ def generate(
   alpha: float = 0.6,
   start_ids: Array | None = None,
   vocab_limit: int | None = None,
+  suppress_ids: tuple[int, ...] = (),
 ) -> DecodeOutput:
   """Encodes ``input_ids`` [B, L] (0 = padding) and decodes ``num_return`` outputs each.
 
   ``start_ids`` [B]: per-input decoder start ids (language tags, ``language_tags.py``) instead
-  of ``config.decoder_start_token_id``; ``vocab_limit``: ids at or past it are never produced.
+  of ``config.decoder_start_token_id``; ``vocab_limit``: ids at or past it are never produced; nor are ``suppress_ids``.
 
   ``greedy`` needs ``num_return=1``; ``topk`` draws ``num_return`` independent samples per
   input (``top_k=0``: full distribution); ``beam`` returns the ``num_return`` best of
@@ -304,7 +319,12 @@ def generate(
     return t5.decode_step(model, params, cache, mask, token_ids)
 
   start = config.decoder_start_token_id if start_ids is None else start_ids
-  ids = dict(eos_id=config.eos_token_id, pad_id=config.pad_token_id, vocab_limit=vocab_limit)
+  ids = dict(
+    eos_id=config.eos_token_id,
+    pad_id=config.pad_token_id,
+    vocab_limit=vocab_limit,
+    suppress_ids=tuple(suppress_ids),
+  )
   if strategy == "beam":
     tokens, scores = beam_search(
       step_fn,

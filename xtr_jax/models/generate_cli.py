@@ -67,6 +67,9 @@ class DecodeSettings:
   max_input_length: int = 256
   max_decode_length: int = 64
   language_tags: str = "auto"  # decoder starts from the language's tag: auto | yes | no
+  # Never emit SentencePiece's unk piece: it detokenises to a literal "⁇", which carries no
+  # content and, indexed, makes unrelated passages match each other on it.
+  suppress_unk: bool = True
 
   def check(self) -> None:
     if self.strategy not in decoding.STRATEGIES:
@@ -131,13 +134,15 @@ class QuestionGenerator:
     ``codes`` (each prompt's language) is needed when the model uses language tags.
     """
     s = self.settings
-    tag_kw = {}
+    tag_kw: dict = {}
+    if s.suppress_unk:
+      tag_kw["suppress_ids"] = (self.tokenizer.sp.unk_id(),)
     if self.use_tags:
       if codes is None or len(codes) != len(prompts):
         raise ValueError("a language-tagged generator needs one language code per prompt")
       start = np.zeros((rows,), np.int32)
       start[: len(codes)] = [language_tags.tag_id(c, self.sp_size) for c in codes]
-      tag_kw = dict(start_ids=jax.device_put(start, self.batch_sharding), vocab_limit=self.sp_size)
+      tag_kw.update(start_ids=jax.device_put(start, self.batch_sharding), vocab_limit=self.sp_size)
     ids = self.tokenizer.encode(prompts, s.max_input_length)
     batch = np.zeros((rows, s.max_input_length), np.int32)
     for i, row in enumerate(ids):
@@ -337,6 +342,9 @@ def main(argv: list[str]) -> int:
     help="Start decoding from the language's tag (models trained with language_tags."
     "tagged_batches); auto: when the training run's config.gin (next to the checkpoint) used it.",
   )
+  parser.add_argument(
+    "--allow_unk", action="store_true", help="Let decoding emit the unk piece (off by default)."
+  )
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--batch_size", type=int, default=16, help="Passages per step.")
   parser.add_argument("--max_input_length", type=int, default=256)
@@ -370,6 +378,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
       max_input_length=args.max_input_length,
       max_decode_length=args.max_decode_length,
       language_tags=args.language_tags,
+      suppress_unk=not args.allow_unk,
     )
     settings.check()
   except ValueError as e:
