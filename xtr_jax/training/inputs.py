@@ -45,10 +45,17 @@ def iter_pair_rows(path: str) -> Iterator[tuple[int, dict]]:
 
 
 def read_pairs(pattern: str) -> list[dict[str, str]]:
-  """(id, query, passage) records from JSONL files; errors name the file and line."""
-  paths = sorted(glob.glob(pattern))
-  if not paths:
-    raise FileNotFoundError(f"no pair files match {pattern!r}")
+  """(id, query, passage) records from JSONL files; errors name the file and line.
+
+  ``pattern`` is a glob or several comma-separated globs (e.g. the real pairs plus extra
+  xQG pairs); each must match at least one file.
+  """
+  paths = []
+  for part in (p.strip() for p in pattern.split(",")):
+    matched = sorted(glob.glob(part))
+    if not matched:
+      raise FileNotFoundError(f"no pair files match {part!r}")
+    paths += [m for m in matched if m not in paths]
   records = []
   for path in paths:
     for lineno, row in iter_pair_rows(path):
