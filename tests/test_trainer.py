@@ -203,7 +203,12 @@ def test_jsonl_pairs_errors_name_the_file_and_line(tmp_path, pairs):
 
 
 @pytest.mark.parametrize(
-  "gin_file,kind", [("runs/train_xtr_cpu.gin", "retrieval"), ("runs/train_xqg_cpu.gin", "mt5")]
+  "gin_file,kind",
+  [
+    ("runs/train_xtr_cpu.gin", "retrieval"),
+    ("runs/train_xqg_cpu.gin", "mt5"),
+    ("runs/train_xqg_cpu_qt.gin", "mt5"),
+  ],
 )
 def test_cli_trains_and_exports(tmp_path, pairs, gin_file, kind):
   from xtr_jax import cli
