@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import pathlib
 import tokenize
@@ -52,6 +53,19 @@ def resolve_gin_file(path: str, search_paths: list[str]) -> str:
   raise FileNotFoundError(f"gin file {path!r} not found; looked in: {looked}")
 
 
+class _IncludeProbeFilter(logging.Filter):
+  """Drops gin's "Path not found" ERROR for an include it then finds on a search path.
+
+  gin first probes every ``include`` as a Python package resource and logs an ERROR when that
+  probe fails, even when the file is then found under ``gin/``; every run's log would start
+  with false errors. A path found nowhere still fails parsing with a clear message.
+  """
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    from_gin = record.pathname.endswith(os.path.join("gin", "resource_reader.py"))
+    return not (from_gin and record.getMessage().startswith("Path not found:"))
+
+
 def parse_gin(
   gin_files: list[str],
   bindings: list[str],
@@ -70,10 +84,14 @@ def parse_gin(
     if os.path.isdir(root):
       gin.add_config_file_search_path(root)
   files = [resolve_gin_file(f, search_paths) for f in gin_files]
+  probe_filter = _IncludeProbeFilter()
+  logging.getLogger().addFilter(probe_filter)
   try:
     gin.parse_config_files_and_bindings(files, bindings, finalize_config=finalize)
   except (ValueError, SyntaxError, KeyError, TypeError, ImportError, tokenize.TokenError) as e:
     raise ValueError(f"bad gin configuration (files={files}, bindings={bindings}): {e}") from e
+  finally:
+    logging.getLogger().removeFilter(probe_filter)
 
 
 def parse_args_with_gin(
