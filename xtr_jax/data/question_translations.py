@@ -69,19 +69,6 @@ def translation_pairs(
       }
 
 
-def _questions_of(path: str) -> list[str]:
-  """The ``question`` field of an XOR-Retrieve JSONL file (the queries to keep out)."""
-  out = []
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, 1):
-      if line.strip():
-        try:
-          out.append(json.loads(line)["question"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-          raise ValueError(f"{path}:{lineno}: expected a JSON object with 'question'") from None
-  return out
-
-
 def main(argv: list[str] | None = None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--root", required=True, help="folder holding {L}-en/{L}.txt and en.txt")
@@ -89,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--exclude", action="append", default=[], help="XOR JSONL queries to drop")
   p.add_argument("--output", required=True)
   args = p.parse_args(argv)
-  exclude = [q for path in args.exclude for q in _questions_of(path)]
+  exclude = [q.question for path in args.exclude for q in io.read_queries(path).values()]
   rows = list(translation_pairs(args.root, args.languages.split(","), exclude))
   io.atomic_write_text(args.output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
   print(f"wrote {len(rows)} pairs to {args.output}")

@@ -297,7 +297,8 @@ def generate(
   """Encodes ``input_ids`` [B, L] (0 = padding) and decodes ``num_return`` outputs each.
 
   ``start_ids`` [B]: per-input decoder start ids (language tags, ``language_tags.py``) instead
-  of ``config.decoder_start_token_id``; ``vocab_limit``: ids at or past it are never produced; nor are ``suppress_ids``.
+  of ``config.decoder_start_token_id``; ids at or past ``vocab_limit`` and ``suppress_ids``
+  are never produced.
 
   ``greedy`` needs ``num_return=1``; ``topk`` draws ``num_return`` independent samples per
   input (``top_k=0``: full distribution); ``beam`` returns the ``num_return`` best of
@@ -323,7 +324,7 @@ def generate(
     eos_id=config.eos_token_id,
     pad_id=config.pad_token_id,
     vocab_limit=vocab_limit,
-    suppress_ids=tuple(suppress_ids),
+    suppress_ids=suppress_ids,
   )
   if strategy == "beam":
     tokens, scores = beam_search(

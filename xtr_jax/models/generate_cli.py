@@ -134,15 +134,17 @@ class QuestionGenerator:
     ``codes`` (each prompt's language) is needed when the model uses language tags.
     """
     s = self.settings
-    tag_kw: dict = {}
+    decode_kw: dict = {}
     if s.suppress_unk:
-      tag_kw["suppress_ids"] = (self.tokenizer.sp.unk_id(),)
+      decode_kw["suppress_ids"] = (self.tokenizer.sp.unk_id(),)
     if self.use_tags:
       if codes is None or len(codes) != len(prompts):
         raise ValueError("a language-tagged generator needs one language code per prompt")
       start = np.zeros((rows,), np.int32)
       start[: len(codes)] = [language_tags.tag_id(c, self.sp_size) for c in codes]
-      tag_kw.update(start_ids=jax.device_put(start, self.batch_sharding), vocab_limit=self.sp_size)
+      decode_kw.update(
+        start_ids=jax.device_put(start, self.batch_sharding), vocab_limit=self.sp_size
+      )
     ids = self.tokenizer.encode(prompts, s.max_input_length)
     batch = np.zeros((rows, s.max_input_length), np.int32)
     for i, row in enumerate(ids):
@@ -159,7 +161,7 @@ class QuestionGenerator:
       temperature=s.temperature,
       beam_size=s.beam_size,
       alpha=s.alpha,
-      **tag_kw,
+      **decode_kw,
     )
     tokens = np.asarray(out.tokens)
     return [[self.detokenize(t) for t in tokens[i]] for i in range(len(prompts))]
