@@ -81,12 +81,17 @@ def test_question_translations_become_pairs_without_dev_queries(tmp_path):
   assert records[1]["passage"] == "Who is Pushkin?"
 
 
-def test_question_translations_errors_name_the_files(tmp_path):
+def test_question_translations_errors_name_the_files(tmp_path, capsys):
   root = tmp_path / "qt"
   _write_translations(root, "fi", ["Mikä?", "Kuka?"], ["What?"])
   with pytest.raises(ValueError, match=r"fi\.txt has 2 lines but .*en\.txt has 1"):
     list(question_translations.translation_pairs(str(root), ["fi"]))
   with pytest.raises(FileNotFoundError, match=r"ja-en.ja\.txt not found"):
     list(question_translations.translation_pairs(str(root), ["ja"]))
+  # The command turns them into a one-line usage error and writes nothing.
+  out = tmp_path / "out.jsonl"
+  with pytest.raises(SystemExit):
+    question_translations.main(["--root", str(root), "--languages", "xx", "--output", str(out)])
+  assert "unknown language code 'xx'" in capsys.readouterr().err and not out.exists()
   with pytest.raises(FileNotFoundError, match=r"no pair files match 'nope/\*\.jsonl'"):
     inputs.read_pairs(f"{root}/fi-en/*.txt,nope/*.jsonl")

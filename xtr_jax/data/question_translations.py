@@ -76,8 +76,11 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--exclude", action="append", default=[], help="XOR JSONL queries to drop")
   p.add_argument("--output", required=True)
   args = p.parse_args(argv)
-  exclude = [q.question for path in args.exclude for q in io.read_queries(path).values()]
-  rows = list(translation_pairs(args.root, args.languages.split(","), exclude))
+  try:
+    exclude = [q.question for path in args.exclude for q in io.read_queries(path).values()]
+    rows = list(translation_pairs(args.root, args.languages.split(","), exclude))
+  except (ValueError, OSError) as e:  # malformed/missing files and unknown codes: one line
+    p.error(str(e))
   io.atomic_write_text(args.output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
   print(f"wrote {len(rows)} pairs to {args.output}")
   return 0
