@@ -89,6 +89,66 @@ def test_token_extra_vectors_stream(chunk_size):
   assert list(only_th) == ["p3"] and only_th["p3"].shape == (2, D)
 
 
+class WordTokenizer:
+  """Word-level stand-in for index.encode.Tokenizer: a fixed id per word, then EOS (1)."""
+
+  def __init__(self):
+    self.ids: dict[str, int] = {}
+
+  def encode(self, texts, max_length):
+    return [
+      [self.ids.setdefault(w, len(self.ids) + 2) for w in t.split()][: max_length - 1] + [1]
+      for t in texts
+    ]
+
+
+class IdEncoder:
+  """Stand-in for TokenEncoder.encode_tokens: one unit vector per token id."""
+
+  def encode_tokens(self, token_ids, batch_size, max_length, buckets):
+    return [np.stack([_vec(str(t)) for t in ids]).astype(np.float16) for ids in token_ids]
+
+
+FREQUENT = [
+  GeneratedQueries("q0", {"fi": ["mikä on x"], "ru": ["что y"]}),
+  GeneratedQueries("q1", {"fi": ["mikä on z"]}),
+  GeneratedQueries("q2", {"fi": ["mikä w"], "ru": ["что"]}),
+  GeneratedQueries("q3", {}),  # no questions: not counted among the augmented passages
+]
+
+
+def test_frequent_piece_ids_by_passage_share():
+  tok = WordTokenizer()
+  # 3 augmented passages: EOS and "mikä" in 3, "on" and "что" in 2, x y z w in 1.
+  ids = lambda words: {tok.encode([w], 8)[0][0] for w in words}  # noqa: E731
+  assert augment.frequent_piece_ids(FREQUENT, tok, 0.5) == ids(["mikä", "on", "что"]) | {1}
+  assert augment.frequent_piece_ids(FREQUENT, tok, 0.7) == ids(["mikä"]) | {1}
+  assert augment.frequent_piece_ids(FREQUENT, tok, 1.0) == frozenset()
+  # counted over the kept languages only: among fi questions "что" is absent.
+  only_fi = augment.frequent_piece_ids(FREQUENT, tok, 0.5, languages=["fi"])
+  assert only_fi == ids(["mikä", "on"]) | {1}
+  with pytest.raises(ValueError, match="max_df=0"):
+    augment.frequent_piece_ids(FREQUENT, tok, 0.0)
+
+
+def test_dropped_pieces_leave_only_content_vectors():
+  tok = WordTokenizer()
+  drop = augment.frequent_piece_ids(FREQUENT, tok, 0.5)
+  encode = augment.token_encode_fn(IdEncoder(), tok, max_length=16, drop_ids=drop)
+  out = dict(augment.extra_vectors_from_generated(FREQUENT, encode, weight=0.5))
+  # q2's ru question is all frequent pieces ("что" + EOS): only "w" remains for q2.
+  assert list(out) == ["q0", "q1", "q2"]
+  vec = lambda w: _vec(str(tok.ids[w])) * 0.5  # noqa: E731
+  np.testing.assert_allclose(out["q0"], np.stack([vec("x"), vec("y")]), atol=1e-3)
+  np.testing.assert_allclose(out["q2"], vec("w")[None], atol=1e-3)
+  # a passage whose every question token is dropped gets no extra vectors at all
+  everything = augment.frequent_piece_ids(FREQUENT, tok, 0.3)
+  encode_all = augment.token_encode_fn(IdEncoder(), tok, max_length=16, drop_ids=everything)
+  assert dict(augment.extra_vectors_from_generated(FREQUENT, encode_all)) == {}
+  pooled = dict(augment.extra_vectors_from_generated(FREQUENT, encode, mode="pooled_per_language"))
+  assert {k: v.shape[0] for k, v in pooled.items()} == {"q0": 2, "q1": 1, "q2": 1}
+
+
 def test_pooled_vector_per_language():
   out = dict(
     augment.extra_vectors_from_generated(
@@ -195,3 +255,50 @@ def test_index_command_augment_with(tmp_path):
   manifest = read_manifest(out)
   assert manifest["num_extra_tokens"] == 1  # one pooled vector for one language
   assert manifest["extra_weight"] == 0.5
+
+
+def test_index_command_augment_max_df(tmp_path, capsys):
+  import gin  # noqa: PLC0415
+  from xtr_jax import cli  # noqa: PLC0415
+  from xtr_jax.index.store import read_manifest  # noqa: PLC0415
+  from xtr_jax.index.testing import make_tiny_setup  # noqa: PLC0415
+
+  setup = make_tiny_setup(str(tmp_path / "tiny"), num_passages=6)
+  generated = tmp_path / "generated.jsonl"
+  generated.write_text(
+    "".join(
+      json.dumps({"docid": setup.passage_ids[i], "generated_queries": {"ja": [q]}}) + "\n"
+      for i, q in [(0, "river"), (1, "king"), (2, "river king")]
+    )
+  )
+  base = [
+    "index",
+    f"--checkpoint={setup.checkpoint}",
+    f"--corpus={setup.corpus}",
+    f"--augment_with={generated}",
+    "--gin.index_settings.backend='brute_force'",
+  ]
+  tokens = {}
+  for name, extra in [("all", []), ("df", ["--augment_max_df=0.5"])]:
+    out = str(tmp_path / name)
+    try:
+      assert cli.main([*base, f"--output={out}", *extra]) == 0
+    finally:
+      gin.clear_config()
+    tokens[name] = read_manifest(out)["num_extra_tokens"]
+  # Each piece that is in 2 of the 3 passages' questions (and EOS, in all 3) loses its vectors.
+  from xtr_jax.index.encode import Tokenizer  # noqa: PLC0415
+
+  tok = Tokenizer(setup.vocabulary)
+  ids = tok.encode(["river", "king", "river king"], 64)
+  counts: dict[int, int] = {}
+  for row in ids:
+    for t in set(row):
+      counts[t] = counts.get(t, 0) + 1
+  kept = sum(1 for row in ids for t in row if counts[t] <= 1.5)
+  assert tokens["all"] == sum(len(r) for r in ids)
+  assert tokens["df"] == kept < tokens["all"]
+  with pytest.raises(SystemExit):
+    cli.main([*base, f"--output={tmp_path / 'bad'}", "--augment_max_df=0"])
+  assert "--augment_max_df 0.0: expected a fraction in (0, 1]" in capsys.readouterr().err
+  assert not (tmp_path / "bad").exists()

@@ -235,7 +235,8 @@ sweep_spec.base_bindings = [
 ]
 sweep_spec.configurations = {
   'w0.5_q1': {'bindings': ['stages.IndexPlan.augment_weight = 0.5'], 'labels': {'weight': 0.5}},
-  'w1.0_q2': {'bindings': ['stages.IndexPlan.augment_weight = 1.0', 'stages.GeneratePlan.num_questions = 2'],
+  'w1.0_q2': {'bindings': ['stages.IndexPlan.augment_weight = 1.0', 'stages.GeneratePlan.num_questions = 2',
+                          'stages.IndexPlan.augment_max_df = 0.9'],
               'labels': {'weight': 1.0}},
 }
 """

@@ -423,6 +423,7 @@ class IndexPlan:
   augment: bool = False  # add the generate stage's questions (workdir/generated.jsonl)
   augment_mode: str = "tokens"
   augment_weight: float = 1.0
+  augment_max_df: float | None = None  # drop question pieces in more passages than this share
 
 
 class DenseEncoder:
@@ -495,8 +496,11 @@ def index_stage(config_name: str, bindings: Sequence[str], workdir: pathlib.Path
       generated = workdir / "generated.jsonl"
       if not generated.is_file():
         raise FileNotFoundError(f"{generated}: run the generate stage before an augmented index")
+      drop_ids: frozenset[int] = frozenset()
+      if plan.augment_max_df is not None:
+        drop_ids = index_augment.frequent_piece_ids(str(generated), tokenizer, plan.augment_max_df)
       encode_fn = index_augment.token_encode_fn(
-        TokenEncoder(ckpt.params, ckpt.config, proj_dim), tokenizer
+        TokenEncoder(ckpt.params, ckpt.config, proj_dim), tokenizer, drop_ids=drop_ids
       )
       augmentation["extra_vectors"] = index_augment.extra_vectors_from_generated(
         str(generated), encode_fn, mode=plan.augment_mode

@@ -168,6 +168,10 @@ def extra_vectors_from_generated(
     for record, by_lang in zip(chunk, per_record, strict=True):
       if not by_lang:
         continue
+      by_lang = {lang: [v for v in vs if len(v)] for lang, vs in by_lang.items()}
+      by_lang = {lang: vs for lang, vs in by_lang.items() if vs}
+      if not by_lang:  # every question token was dropped (token_encode_fn's drop_ids)
+        continue
       if mode == "tokens":
         vecs = token_extra_vectors([v for lang in sorted(by_lang) for v in by_lang[lang]], weight)
       else:
@@ -178,16 +182,65 @@ def extra_vectors_from_generated(
   logging.info("augmentation: %d extra vectors for %d passages", total_vectors, total_passages)
 
 
+def frequent_piece_ids(
+  generated: str | Iterable[GeneratedQueries],
+  tokenizer,
+  max_df: float,
+  *,
+  max_length: int = 64,
+  languages: Iterable[str] | None = None,
+) -> frozenset[int]:
+  """Token ids found in the questions of more than ``max_df`` of the augmented passages.
+
+  Why: a generator writes the same question words, punctuation and EOS for every passage;
+  their vectors are near-identical across passages, so at weight 1 they fill a query token's
+  top-k' with arbitrary passages and push real matches out (measured in
+  results/xqg_augmentation_full.md). Dropping them keeps the content pieces, like an IDF
+  cut-off or ColBERT's punctuation skiplist. ``max_df`` is a fraction in (0, 1].
+  """
+  if not 0.0 < max_df <= 1.0:
+    raise ValueError(f"max_df={max_df}: expected a fraction in (0, 1]")
+  records = read_generated_queries(generated) if isinstance(generated, str) else iter(generated)
+  counts: dict[int, int] = {}
+  passages = 0
+  for record in records:
+    texts = _questions(record, None if languages is None else set(languages))
+    if not texts:
+      continue
+    passages += 1
+    for piece in {t for ids in tokenizer.encode(texts, max_length) for t in ids}:
+      counts[piece] = counts.get(piece, 0) + 1
+  frequent = frozenset(t for t, n in counts.items() if n > max_df * passages)
+  logging.info(
+    "augmentation: %d of %d question pieces occur in > %.3g of %d passages; their vectors dropped",
+    len(frequent),
+    len(counts),
+    max_df,
+    passages,
+  )
+  return frequent
+
+
 def token_encode_fn(
-  encoder, tokenizer, max_length: int = 64, batch_size: int = 32
+  encoder,
+  tokenizer,
+  max_length: int = 64,
+  batch_size: int = 32,
+  drop_ids: Iterable[int] = (),
 ) -> TokenEncodeFn:
-  """Binds an ``index.encode.TokenEncoder`` and ``Tokenizer`` into a ``TokenEncodeFn``."""
+  """Binds an ``index.encode.TokenEncoder`` and ``Tokenizer`` into a ``TokenEncodeFn``.
+
+  Vectors at positions whose token id is in ``drop_ids`` (see ``frequent_piece_ids``) are
+  left out; a question can so yield no vectors at all.
+  """
   buckets = tuple(b for b in (16, 32, 64, 128, 256) if b < max_length) + (max_length,)
+  drop = frozenset(drop_ids)
 
   def encode(texts: list[str]) -> list[np.ndarray]:
     ids = tokenizer.encode(texts, max_length)
-    return [
-      v.astype(np.float32) for v in encoder.encode_tokens(ids, batch_size, max_length, buckets)
-    ]
+    vectors = encoder.encode_tokens(ids, batch_size, max_length, buckets)
+    if drop:
+      vectors = [v[[t not in drop for t in row]] for v, row in zip(vectors, ids, strict=True)]
+    return [v.astype(np.float32) for v in vectors]
 
   return encode

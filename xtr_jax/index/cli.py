@@ -106,10 +106,18 @@ def index_main(argv: list[str]) -> int:
   parser.add_argument("--augment_with", help="xQG generated-questions JSONL (xtr-jax generate).")
   parser.add_argument("--augment_mode", default="tokens", choices=("tokens", "pooled_per_language"))
   parser.add_argument("--augment_weight", type=float, help="Scale of the added vectors.")
+  parser.add_argument(
+    "--augment_max_df",
+    type=float,
+    help="Drop question tokens whose piece occurs in more than this fraction of the augmented "
+    "passages' questions (question words, punctuation, EOS); e.g. 0.05.",
+  )
   args = parse_args_with_gin(parser, argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
   if args.augment_with and not os.path.isfile(args.augment_with):
     parser.error(f"--augment_with {args.augment_with}: file not found")
+  if args.augment_max_df is not None and not 0.0 < args.augment_max_df <= 1.0:
+    parser.error(f"--augment_max_df {args.augment_max_df}: expected a fraction in (0, 1]")
   params, config, proj_dim, fingerprint, extra = load_model(args.checkpoint)
   vocabulary = args.vocabulary or extra.get("vocabulary")
   if not vocabulary:
@@ -120,7 +128,12 @@ def index_main(argv: list[str]) -> int:
   if args.augment_with:  # xQG passage augmentation (xtr_jax/index/augment.py)
     from xtr_jax.index import augment  # noqa: PLC0415
 
-    encode_fn = augment.token_encode_fn(TokenEncoder(params, config, proj_dim), tokenizer)
+    drop_ids: frozenset[int] = frozenset()
+    if args.augment_max_df is not None:
+      drop_ids = augment.frequent_piece_ids(args.augment_with, tokenizer, args.augment_max_df)
+    encode_fn = augment.token_encode_fn(
+      TokenEncoder(params, config, proj_dim), tokenizer, drop_ids=drop_ids
+    )
     augmentation["extra_vectors"] = augment.extra_vectors_from_generated(
       args.augment_with, encode_fn, mode=args.augment_mode
     )
