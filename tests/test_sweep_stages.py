@@ -4,6 +4,7 @@ end to end at smoke size on the synthetic sample, plus resume after a crashed co
 import json
 import pathlib
 
+import numpy as np
 import pytest
 
 import gin
@@ -206,6 +207,40 @@ def test_baselines_sweep_colbert_and_single_vector(tmp_path):
     run = (out / name / "run.trec").read_text().splitlines()
     assert {line.split()[0] for line in run} == dev_ids
     assert all(len(line.split()) == 6 for line in run)
+
+  # Single-vector xQG augmentation in the index stage: p <- (1 - alpha) p + alpha * sum(q).
+  import shutil  # noqa: PLC0415
+
+  work = tmp_path / "sv_xqg"
+  shutil.copytree(out / "single_vector", work)
+  plain = np.load(work / "index" / "dense_vectors.npy")
+  pids = json.loads((work / "index" / "dense.json").read_text())["passage_ids"]
+  questions = {pids[0]: ["wo ist der fluss", "who rules"], pids[2]: ["river king"]}
+  (work / "generated.jsonl").write_text(
+    "".join(
+      json.dumps({"docid": pid, "generated_queries": {"de": qs}}) + "\n"
+      for pid, qs in questions.items()
+    )
+  )
+  bindings = [
+    f"include '{tmp_path / 'run.gin'}'",
+    "stages.IndexPlan.augment = True",
+    "stages.IndexPlan.augment_alpha = 0.25",
+  ]
+  assert stages.index_stage("sv_xqg", bindings, work)["dense"] == 1
+  augmented = np.load(work / "index" / "dense_vectors.npy")
+  ckpt, extra, tokenizer = stages._load_retrieval(stages.model_checkpoint(work, "xtr"))
+  dense = stages.DenseEncoder(ckpt.params, ckpt.config, int(extra["proj_dim"]))
+  for row, pid in enumerate(pids):
+    expected = plain[row]
+    if pid in questions:
+      q = dense.encode(tokenizer.encode(questions[pid], 64), 16, 64)
+      expected = 0.75 * plain[row] + 0.25 * q.sum(0)
+      assert not np.allclose(augmented[row], plain[row], atol=1e-4)
+    np.testing.assert_allclose(augmented[row], expected, rtol=1e-4, atol=1e-5)
+  (work / "generated.jsonl").unlink()
+  with pytest.raises(FileNotFoundError, match="generated.jsonl: run the generate stage"):
+    stages.index_stage("sv_xqg", bindings, work)
 
 
 XQG_SWEEP = """

@@ -41,6 +41,7 @@ import numpy as np
 import gin
 from xtr_jax import gin_utils
 from xtr_jax.checkpoints import orbax_io
+from xtr_jax.data.readers import read_generated_queries
 from xtr_jax.evaluation import io as eval_io
 from xtr_jax.index import augment as index_augment
 from xtr_jax.index import cli as index_cli
@@ -424,6 +425,10 @@ class IndexPlan:
   augment_mode: str = "tokens"
   augment_weight: float = 1.0
   augment_max_df: float | None = None  # drop question pieces in more passages than this share
+  # Single-vector models (the xQG code's rule): p <- (1 - alpha) p + alpha * reduce(q_i).
+  augment_alpha: float = 0.01
+  augment_reduce: str = "sum"
+  question_length: int = 64  # tokens of a generated question when it is encoded
 
 
 class DenseEncoder:
@@ -471,15 +476,29 @@ def index_stage(config_name: str, bindings: Sequence[str], workdir: pathlib.Path
     ckpt, extra, tokenizer = _load_retrieval(checkpoint)
     proj_dim = int(extra.get("proj_dim", 128))
     output = workdir / "index"
+    generated = workdir / "generated.jsonl"
+    if plan.augment and not generated.is_file():
+      raise FileNotFoundError(f"{generated}: run the generate stage before an augmented index")
     if extra.get("pooling", "token") == "mean":
-      if plan.augment:
-        raise ValueError("xQG augmentation needs a token-level model, not a single-vector one")
       params = EncodeParams()
       passages = list(read_corpus(plan.corpus))
       ids = tokenizer.encode([passage_text(p) for p in passages], params.max_length)
-      vectors = DenseEncoder(ckpt.params, ckpt.config, proj_dim).encode(
-        ids, params.batch_size, params.max_length
-      )
+      dense = DenseEncoder(ckpt.params, ckpt.config, proj_dim)
+      vectors = dense.encode(ids, params.batch_size, params.max_length)
+      if plan.augment:  # single-vector xQG augmentation, as in the xQG code
+
+        def encode_questions(texts: list[str]) -> np.ndarray:
+          q_ids = tokenizer.encode(texts, plan.question_length)
+          return dense.encode(q_ids, params.batch_size, plan.question_length)
+
+        vectors = index_augment.augment_passage_matrix(
+          vectors,
+          [p.pid for p in passages],
+          read_generated_queries(str(generated)),
+          encode_questions,
+          alpha=plan.augment_alpha,
+          reduce=plan.augment_reduce,
+        )
       shutil.rmtree(output, ignore_errors=True)
       tmp = workdir / ".index.tmp"
       shutil.rmtree(tmp, ignore_errors=True)
@@ -493,9 +512,6 @@ def index_stage(config_name: str, bindings: Sequence[str], workdir: pathlib.Path
       return {"num_passages": len(passages), "dense": 1, "seconds": round(time.time() - t0, 1)}
     augmentation: dict[str, Any] = {}
     if plan.augment:
-      generated = workdir / "generated.jsonl"
-      if not generated.is_file():
-        raise FileNotFoundError(f"{generated}: run the generate stage before an augmented index")
       drop_ids: frozenset[int] = frozenset()
       if plan.augment_max_df is not None:
         drop_ids = index_augment.frequent_piece_ids(str(generated), tokenizer, plan.augment_max_df)
