@@ -302,3 +302,8 @@ def test_index_command_augment_max_df(tmp_path, capsys):
     cli.main([*base, f"--output={tmp_path / 'bad'}", "--augment_max_df=0"])
   assert "--augment_max_df 0.0: expected a fraction in (0, 1]" in capsys.readouterr().err
   assert not (tmp_path / "bad").exists()
+  no_file = [a for a in base if not a.startswith("--augment_with")]
+  with pytest.raises(SystemExit):
+    cli.main([*no_file, f"--output={tmp_path / 'bad'}", "--augment_max_df=0.5"])
+  assert "--augment_max_df / --augment_weight need --augment_with" in capsys.readouterr().err
+  assert not (tmp_path / "bad").exists()

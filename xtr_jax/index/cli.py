@@ -118,6 +118,8 @@ def index_main(argv: list[str]) -> int:
     parser.error(f"--augment_with {args.augment_with}: file not found")
   if args.augment_max_df is not None and not 0.0 < args.augment_max_df <= 1.0:
     parser.error(f"--augment_max_df {args.augment_max_df}: expected a fraction in (0, 1]")
+  if not args.augment_with and (args.augment_max_df is not None or args.augment_weight is not None):
+    parser.error("--augment_max_df / --augment_weight need --augment_with")
   params, config, proj_dim, fingerprint, extra = load_model(args.checkpoint)
   vocabulary = args.vocabulary or extra.get("vocabulary")
   if not vocabulary:
