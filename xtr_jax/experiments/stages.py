@@ -428,7 +428,7 @@ class IndexPlan:
   # Single-vector models (the xQG code's rule): p <- (1 - alpha) p + alpha * reduce(q_i).
   augment_alpha: float = 0.01
   augment_reduce: str = "sum"
-  question_length: int = 64  # tokens of a generated question when it is encoded
+  question_length: int = 64  # tokens of a generated question when it is encoded (both kinds)
 
 
 class DenseEncoder:
@@ -512,14 +512,13 @@ def index_stage(config_name: str, bindings: Sequence[str], workdir: pathlib.Path
       return {"num_passages": len(passages), "dense": 1, "seconds": round(time.time() - t0, 1)}
     augmentation: dict[str, Any] = {}
     if plan.augment:
-      drop_ids: frozenset[int] = frozenset()
-      if plan.augment_max_df is not None:
-        drop_ids = index_augment.frequent_piece_ids(str(generated), tokenizer, plan.augment_max_df)
-      encode_fn = index_augment.token_encode_fn(
-        TokenEncoder(ckpt.params, ckpt.config, proj_dim), tokenizer, drop_ids=drop_ids
-      )
-      augmentation["extra_vectors"] = index_augment.extra_vectors_from_generated(
-        str(generated), encode_fn, mode=plan.augment_mode
+      augmentation["extra_vectors"] = index_augment.extra_vectors_for_index(
+        str(generated),
+        TokenEncoder(ckpt.params, ckpt.config, proj_dim),
+        tokenizer,
+        mode=plan.augment_mode,
+        max_df=plan.augment_max_df,
+        max_length=plan.question_length,
       )
       augmentation["extra_weight"] = plan.augment_weight
     manifest = index_cli.build_from_corpus(

@@ -17,6 +17,7 @@ append after the corpus tokens.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator
@@ -168,9 +169,9 @@ def extra_vectors_from_generated(
     for record, by_lang in zip(chunk, per_record, strict=True):
       if not by_lang:
         continue
-      by_lang = {lang: [v for v in vs if len(v)] for lang, vs in by_lang.items()}
-      by_lang = {lang: vs for lang, vs in by_lang.items() if vs}
-      if not by_lang:  # every question token was dropped (token_encode_fn's drop_ids)
+      # questions whose every token was dropped (token_encode_fn's drop_ids) add nothing
+      by_lang = {lang: kept for lang, vs in by_lang.items() if (kept := [v for v in vs if len(v)])}
+      if not by_lang:
         continue
       if mode == "tokens":
         vecs = token_extra_vectors([v for lang in sorted(by_lang) for v in by_lang[lang]], weight)
@@ -201,15 +202,14 @@ def frequent_piece_ids(
   if not 0.0 < max_df <= 1.0:
     raise ValueError(f"max_df={max_df}: expected a fraction in (0, 1]")
   records = read_generated_queries(generated) if isinstance(generated, str) else iter(generated)
-  counts: dict[int, int] = {}
+  keep = None if languages is None else set(languages)
+  counts: collections.Counter[int] = collections.Counter()
   passages = 0
   for record in records:
-    texts = _questions(record, None if languages is None else set(languages))
-    if not texts:
-      continue
-    passages += 1
-    for piece in {t for ids in tokenizer.encode(texts, max_length) for t in ids}:
-      counts[piece] = counts.get(piece, 0) + 1
+    texts = _questions(record, keep)
+    if texts:
+      passages += 1
+      counts.update({t for ids in tokenizer.encode(texts, max_length) for t in ids})
   frequent = frozenset(t for t, n in counts.items() if n > max_df * passages)
   logging.info(
     "augmentation: %d of %d question pieces occur in > %.3g of %d passages; their vectors dropped",
@@ -244,3 +244,25 @@ def token_encode_fn(
     return [v.astype(np.float32) for v in vectors]
 
   return encode
+
+
+def extra_vectors_for_index(
+  generated: str,
+  encoder,
+  tokenizer,
+  *,
+  mode: str = "tokens",
+  max_df: float | None = None,
+  max_length: int = 64,
+) -> Iterator[tuple[str, np.ndarray]]:
+  """The index builders' xQG hook (``xtr-jax index --augment_with``, the sweep index stage).
+
+  Encodes a generated-questions file with the index's own ``TokenEncoder`` and
+  ``Tokenizer``; with ``max_df`` the frequent pieces are counted first (one pass over the
+  file) and their vectors dropped. Weighting is the index builder's ``extra_weight``.
+  """
+  drop_ids: frozenset[int] = frozenset()
+  if max_df is not None:
+    drop_ids = frequent_piece_ids(generated, tokenizer, max_df, max_length=max_length)
+  encode_fn = token_encode_fn(encoder, tokenizer, max_length, drop_ids=drop_ids)
+  return extra_vectors_from_generated(generated, encode_fn, mode=mode)

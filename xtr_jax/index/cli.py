@@ -130,14 +130,12 @@ def index_main(argv: list[str]) -> int:
   if args.augment_with:  # xQG passage augmentation (xtr_jax/index/augment.py)
     from xtr_jax.index import augment  # noqa: PLC0415
 
-    drop_ids: frozenset[int] = frozenset()
-    if args.augment_max_df is not None:
-      drop_ids = augment.frequent_piece_ids(args.augment_with, tokenizer, args.augment_max_df)
-    encode_fn = augment.token_encode_fn(
-      TokenEncoder(params, config, proj_dim), tokenizer, drop_ids=drop_ids
-    )
-    augmentation["extra_vectors"] = augment.extra_vectors_from_generated(
-      args.augment_with, encode_fn, mode=args.augment_mode
+    augmentation["extra_vectors"] = augment.extra_vectors_for_index(
+      args.augment_with,
+      TokenEncoder(params, config, proj_dim),
+      tokenizer,
+      mode=args.augment_mode,
+      max_df=args.augment_max_df,
     )
   if args.augment_weight is not None:
     augmentation["extra_weight"] = args.augment_weight
