@@ -499,16 +499,20 @@ def index_stage(config_name: str, bindings: Sequence[str], workdir: pathlib.Path
           alpha=plan.augment_alpha,
           reduce=plan.augment_reduce,
         )
-      shutil.rmtree(output, ignore_errors=True)
-      tmp = workdir / ".index.tmp"
-      shutil.rmtree(tmp, ignore_errors=True)
+      # The old index is replaced only once the new one is complete on disk.
+      tmp, old = workdir / ".index.tmp", workdir / ".index.old"
+      for stale in (tmp, old):
+        shutil.rmtree(stale, ignore_errors=True)
       tmp.mkdir()
       np.save(tmp / "dense_vectors.npy", vectors)
       atomic_write_json(
         str(tmp / "dense.json"),
         {"checkpoint": checkpoint, "passage_ids": [p.pid for p in passages]},
       )
+      if output.exists():
+        output.rename(old)
       tmp.rename(output)
+      shutil.rmtree(old, ignore_errors=True)
       return {"num_passages": len(passages), "dense": 1, "seconds": round(time.time() - t0, 1)}
     augmentation: dict[str, Any] = {}
     if plan.augment:
