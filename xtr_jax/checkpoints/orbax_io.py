@@ -1,7 +1,10 @@
 """Our checkpoint format: orbax arrays + one JSON file naming the model they belong to.
 
 A checkpoint directory holds ``params/`` (orbax PyTree) and ``xtr_jax_checkpoint.json``
-(config, model_kind, extra, fingerprint). Saves are atomic: everything is written into a
+(backbone, config, model_kind, extra, fingerprint), plus any assets saved with the weights
+(a ``tokenizer.json``: a checkpoint that brings its own tokenizer cannot be paired with the
+wrong one). ``backbone`` names the config class: ``t5`` (``T5Config``, the default of
+checkpoints written before BERT existed) or ``bert`` (``BertConfig``). Saves are atomic: everything is written into a
 temporary sibling directory which is renamed into place only when complete, so a crash
 never leaves a directory that ``load_checkpoint`` accepts.
 """
@@ -22,20 +25,45 @@ import jax
 import numpy as np
 from flax.core import meta
 
+from xtr_jax.models.bert import BertConfig
 from xtr_jax.models.config import T5Config
 
+ModelConfig = T5Config | BertConfig
+BACKBONES: dict[str, type] = {"t5": T5Config, "bert": BertConfig}
 METADATA_FILE = "xtr_jax_checkpoint.json"
 PARAMS_DIR = "params"
-MODEL_KINDS = ("mt5", "mt5_encoder", "retrieval")
+MODEL_KINDS = ("mt5", "mt5_encoder", "retrieval", "bert_encoder")
 FORMAT_VERSION = 1
 VOCAB_KEY = "vocabulary"  # extra: path of the SentencePiece model the weights were trained with
 VOCAB_FP_KEY = "vocabulary_fingerprint"  # extra: its content hash, added by save_checkpoint
 
 
+def backbone_of(config: ModelConfig) -> str:
+  """The metadata name of ``config``'s class (``t5`` or ``bert``)."""
+  for name, cls in BACKBONES.items():
+    if isinstance(config, cls):
+      return name
+  raise TypeError(f"not a model config: {type(config).__name__}")
+
+
+def config_from_metadata(metadata: Mapping[str, Any], source: str) -> ModelConfig:
+  """The config object recorded in checkpoint metadata; one-line errors name ``source``."""
+  backbone = metadata.get("backbone", "t5")
+  if backbone not in BACKBONES:
+    raise ValueError(f"{source}: backbone={backbone!r}; expected one of {sorted(BACKBONES)}")
+  try:
+    config = BACKBONES[backbone].from_dict(metadata["config"])
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"corrupt checkpoint metadata {source}: {e}") from None
+  if isinstance(config, T5Config):
+    check_relative_attention(config, source)
+  return config
+
+
 @dataclasses.dataclass
 class Checkpoint:
   params: dict[str, Any]
-  config: T5Config
+  config: ModelConfig
   model_kind: str
   extra: dict[str, Any]
   fingerprint: str
@@ -125,11 +153,16 @@ def check_params_match(params: Mapping[str, Any], expected: Mapping[str, Any], s
     raise ValueError(f"parameters from {source} do not match the model:\n  {shown}{more}")
 
 
-def build_model(config: T5Config, model_kind: str, extra: Mapping[str, Any] | None = None):
+def build_model(config: ModelConfig, model_kind: str, extra: Mapping[str, Any] | None = None):
   """The flax module a checkpoint of ``model_kind`` belongs to."""
-  from xtr_jax.models import t5, xtr
+  from xtr_jax.models import bert, t5, xtr
 
   extra = dict(extra or {})
+  bert_kinds = ("bert_encoder", "retrieval") if isinstance(config, BertConfig) else None
+  if bert_kinds and model_kind not in bert_kinds or not bert_kinds and model_kind == "bert_encoder":
+    raise ValueError(f"model_kind={model_kind!r} does not go with a {type(config).__name__}")
+  if model_kind == "bert_encoder":
+    return bert.BertEncoder(config)
   if model_kind == "mt5":
     return t5.Transformer(config)
   if model_kind == "mt5_encoder":
@@ -142,7 +175,7 @@ def build_model(config: T5Config, model_kind: str, extra: Mapping[str, Any] | No
 
 
 def expected_param_shapes(
-  config: T5Config, model_kind: str, extra: Mapping[str, Any] | None = None
+  config: ModelConfig, model_kind: str, extra: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
   """Parameter shapes of the model (ShapeDtypeStruct tree), without allocating weights."""
   import jax.numpy as jnp
@@ -203,18 +236,30 @@ ARCHITECTURE_FIELDS = (
 )  # fmt: skip
 
 
-def check_config_matches_gin(config: T5Config, checkpoint: str) -> None:
+BERT_ARCHITECTURE_FIELDS = (
+  "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+  "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "hidden_act",
+  "position_scheme",
+)  # fmt: skip
+
+
+def check_config_matches_gin(config: ModelConfig, checkpoint: str) -> None:
   """Refuses a checkpoint whose architecture differs from what the gin config binds.
 
-  Only ``T5Config`` parameters explicitly bound in gin (``--gin_file models/mt5_base.gin``,
-  ``--gin.T5Config.d_model=...``) are compared; unbound ones come from the checkpoint.
+  Only config parameters explicitly bound in gin (``--gin_file models/mt5_base.gin``,
+  ``--gin.T5Config.d_model=...``, ``--gin.BertConfig.hidden_size=...``) are compared;
+  unbound ones come from the checkpoint.
   """
   import gin  # noqa: PLC0415
 
+  if isinstance(config, BertConfig):
+    selector, fields = "xtr_jax.models.bert.BertConfig", BERT_ARCHITECTURE_FIELDS
+  else:
+    selector, fields = "xtr_jax.models.config.T5Config", ARCHITECTURE_FIELDS
   diffs = []
-  for name in ARCHITECTURE_FIELDS:
+  for name in fields:
     try:
-      bound = gin.query_parameter(f"xtr_jax.models.config.T5Config.{name}")
+      bound = gin.query_parameter(f"{selector}.{name}")
     except ValueError:
       continue  # not bound
     bound = _resolve_macros(bound)
@@ -247,12 +292,14 @@ def _to_host(params: Mapping[str, Any]) -> dict[str, Any]:
 def save_checkpoint(
   directory: str | os.PathLike,
   params: Mapping[str, Any],
-  config: T5Config,
+  config: ModelConfig,
   *,
   model_kind: str,
   extra: Mapping[str, Any] | None = None,
+  assets: Mapping[str, bytes] | None = None,
 ) -> str:
-  """Writes params + metadata to ``directory`` atomically; returns the fingerprint."""
+  """Writes params + metadata (+ ``assets``: file name -> bytes) atomically; returns the
+  fingerprint. Assets land in the same temporary directory, so they commit together."""
   import orbax.checkpoint as ocp
 
   if model_kind not in MODEL_KINDS:
@@ -266,8 +313,13 @@ def save_checkpoint(
   try:
     tmp.mkdir()
     ocp.PyTreeCheckpointer().save(tmp / PARAMS_DIR, host)
+    for name, data in (assets or {}).items():
+      if os.path.basename(name) != name or name in (PARAMS_DIR, METADATA_FILE):
+        raise ValueError(f"checkpoint asset name {name!r} must be a plain file name")
+      (tmp / name).write_bytes(data)
     metadata = {
       "format_version": FORMAT_VERSION,
+      "backbone": backbone_of(config),
       "model_kind": model_kind,
       "config": config.to_dict(),
       "extra": extra,
@@ -323,11 +375,7 @@ def load_checkpoint(directory: str | os.PathLike, *, verify: bool = True) -> Che
   if not params_path.is_dir():
     raise FileNotFoundError(f"checkpoint arrays not found: {params_path}")
   meta_path = path / METADATA_FILE
-  try:
-    config = T5Config.from_dict(metadata["config"])
-  except (TypeError, ValueError) as e:
-    raise ValueError(f"corrupt checkpoint metadata {meta_path}: {e}") from None
-  check_relative_attention(config, str(meta_path))
+  config = config_from_metadata(metadata, str(meta_path))
   model_kind = metadata["model_kind"]
   extra = metadata.get("extra", {})
   if model_kind not in MODEL_KINDS:

@@ -11,7 +11,8 @@ import shutil
 import time
 
 import gin
-from xtr_jax.checkpoints.orbax_io import check_vocabulary
+from xtr_jax.checkpoints.embedded import resolve_checkpoint
+from xtr_jax.checkpoints.tokenizers import tokenizer_for
 from xtr_jax.gin_utils import parse_args_with_gin
 from xtr_jax.index.encode import (
   EncodeParams,
@@ -42,6 +43,7 @@ def build_from_corpus(
   model_fingerprint: str,
   tokenizer: Tokenizer,
   checkpoint: str | None = None,
+  pooling: str = "token",
   encode_params: EncodeParams | None = None,
   scann_params: ScannParams | None = None,
   extra_vectors: ExtraVectors | None = None,
@@ -57,7 +59,7 @@ def build_from_corpus(
     raise FileExistsError(f"index directory already exists: {output} (use --overwrite)")
   parent, name = os.path.split(output)
   work = os.path.join(parent, f".{name}.encode")
-  encoder = TokenEncoder(params, config, proj_dim)
+  encoder = TokenEncoder(params, config, proj_dim, pooling=pooling)
   t0 = time.time()
   record = encode_corpus(
     corpus,
@@ -86,6 +88,7 @@ def build_from_corpus(
     metadata={
       "checkpoint": os.path.abspath(checkpoint) if checkpoint else None,
       "vocabulary": os.path.abspath(tokenizer.path),
+      "pooling": pooling,
       "corpus": os.path.abspath(corpus),
       "encode": json.loads(json.dumps(dataclasses.asdict(encode_params))),
       "encode_seconds": round(encode_seconds, 3),
@@ -98,10 +101,20 @@ def build_from_corpus(
 
 def index_main(argv: list[str]) -> int:
   parser = argparse.ArgumentParser(prog="xtr-jax index", description=__doc__)
-  parser.add_argument("--checkpoint", required=True, help="Retrieval model checkpoint dir.")
+  parser.add_argument(
+    "--checkpoint",
+    required=True,
+    help="Retrieval model checkpoint dir, or an embedded model's name (me5-small).",
+  )
   parser.add_argument("--corpus", required=True, help="TSV corpus: id, text, title (header).")
   parser.add_argument("--output", required=True, help="Index directory to create.")
   parser.add_argument("--vocabulary", help="SentencePiece model (default: the checkpoint's).")
+  parser.add_argument(
+    "--pooling",
+    choices=("token", "mean"),
+    help="token: one vector per token (XTR/ColBERT); mean: one mean-pooled vector per "
+    "passage (single-vector). Default: the checkpoint's own.",
+  )
   parser.add_argument("--overwrite", action="store_true", help="Replace an existing index.")
   parser.add_argument("--augment_with", help="xQG generated-questions JSONL (xtr-jax generate).")
   parser.add_argument("--augment_mode", default="tokens", choices=("tokens", "pooled_per_language"))
@@ -120,19 +133,22 @@ def index_main(argv: list[str]) -> int:
     parser.error(f"--augment_max_df {args.augment_max_df}: expected a fraction in (0, 1]")
   if not args.augment_with and (args.augment_max_df is not None or args.augment_weight is not None):
     parser.error("--augment_max_df / --augment_weight need --augment_with")
-  params, config, proj_dim, fingerprint, extra = load_model(args.checkpoint)
-  vocabulary = args.vocabulary or extra.get("vocabulary")
-  if not vocabulary:
-    parser.error("--vocabulary is required: the checkpoint records no vocabulary")
-  check_vocabulary(extra, vocabulary, args.checkpoint)
-  tokenizer = Tokenizer(vocabulary, config.vocab_size, config.eos_token_id)
+  checkpoint = resolve_checkpoint(args.checkpoint)
+  params, config, proj_dim, fingerprint, extra = load_model(checkpoint)
+  pooling = args.pooling or extra.get("pooling", "token")
+  if pooling == "mean" and args.augment_with and args.augment_mode == "tokens":
+    parser.error("--augment_mode tokens needs --pooling token (use pooled_per_language)")
+  try:
+    tokenizer = tokenizer_for(checkpoint, extra, config, args.vocabulary)
+  except ValueError as e:
+    parser.error(str(e))
   augmentation = {}
   if args.augment_with:  # xQG passage augmentation (xtr_jax/index/augment.py)
     from xtr_jax.index import augment  # noqa: PLC0415
 
     augmentation["extra_vectors"] = augment.extra_vectors_for_index(
       args.augment_with,
-      TokenEncoder(params, config, proj_dim),
+      TokenEncoder(params, config, proj_dim, pooling=pooling),
       tokenizer,
       mode=args.augment_mode,
       max_df=args.augment_max_df,
@@ -147,13 +163,14 @@ def index_main(argv: list[str]) -> int:
     proj_dim=proj_dim,
     model_fingerprint=fingerprint,
     tokenizer=tokenizer,
-    checkpoint=args.checkpoint,
+    checkpoint=checkpoint,
+    pooling=pooling,
     overwrite=args.overwrite,
     **augmentation,
   )
   print(
     f"index {args.output}: {manifest['num_passages']} passages, {manifest['num_tokens']} "
-    f"tokens, {manifest['bytes_per_token']} bytes/token"
+    f"tokens ({pooling} pooling), {manifest['bytes_per_token']} bytes/token"
   )
   return 0
 
@@ -193,7 +210,9 @@ def search_main(argv: list[str]) -> int:
   parser.add_argument("--queries", required=True, help="JSONL with id and question.")
   parser.add_argument("--output", required=True, help="TREC run file to write.")
   parser.add_argument("--k", type=int, default=100, help="Passages per query.")
-  parser.add_argument("--checkpoint", help="Model checkpoint (default: the manifest's).")
+  parser.add_argument(
+    "--checkpoint", help="Model checkpoint dir or embedded name (default: the manifest's)."
+  )
   parser.add_argument("--vocabulary", help="SentencePiece model (default: the manifest's).")
   parser.add_argument("--exact", action="store_true", help="Exact MaxSim re-scoring.")
   parser.add_argument("--backend", choices=["scann", "brute_force"], help="Token search.")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -31,8 +30,16 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import gin
+from xtr_jax.data.tokenizer import (  # noqa: F401  (re-exported: the wings import them here)
+  SentencePieceTokenizer,
+  Tokenizer,
+  bucket_length,
+  file_fingerprint,
+  pad_batch,
+)
+from xtr_jax.models.bert import BertConfig
 from xtr_jax.models.config import T5Config
-from xtr_jax.models.xtr import RetrievalEncoder
+from xtr_jax.models.xtr import RetrievalEncoder, output_dim
 
 PROGRESS = "progress.json"
 
@@ -57,14 +64,6 @@ def atomic_save_npy(path: str, array: np.ndarray) -> None:
   tmp = f"{path}.tmp-{os.getpid()}.npy"
   np.save(tmp, array)
   os.replace(tmp, path)
-
-
-def file_fingerprint(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return "sha256:" + h.hexdigest()[:32]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,60 +107,32 @@ def passage_text(passage: Passage, template: str = "{title} {text}") -> str:
   return template.format(title=passage.title, text=passage.text, id=passage.pid).strip()
 
 
-# ---------------------------------------------------------------------------- tokens
-
-
-class Tokenizer:
-  """SentencePiece ids with EOS appended, checked against the model's vocabulary size."""
-
-  def __init__(self, path: str, vocab_size: int | None = None, eos_id: int = 1):
-    import sentencepiece as spm  # noqa: PLC0415
-
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f"SentencePiece model not found: {path}")
-    self.path = path
-    self.sp = spm.SentencePieceProcessor(model_file=path)
-    self.eos_id = eos_id
-    self.fingerprint = file_fingerprint(path)
-    if vocab_size is not None and self.sp.get_piece_size() > vocab_size:
-      raise ValueError(
-        f"vocabulary {path} has {self.sp.get_piece_size()} pieces but the model's "
-        f"vocab_size is {vocab_size}"
-      )
-
-  def encode(self, texts: list[str], max_length: int, lowercase: bool = False) -> list[list[int]]:
-    if max_length < 1:
-      raise ValueError(f"max_length must be >= 1, got {max_length}")
-    texts = [t.lower() for t in texts] if lowercase else list(texts)
-    return [ids[: max_length - 1] + [self.eos_id] for ids in self.sp.encode(texts)]
-
-
-def bucket_length(n: int, max_length: int, buckets: tuple[int, ...]) -> int:
-  for b in buckets:
-    if n <= b:
-      return min(b, max_length)
-  return max_length
-
-
-def pad_batch(token_ids: list[list[int]], length: int, batch_size: int) -> np.ndarray:
-  out = np.zeros((batch_size, length), np.int32)
-  for i, ids in enumerate(token_ids):
-    out[i, : len(ids)] = ids
-  return out
-
-
 # ---------------------------------------------------------------------------- encoder
 
 
 class TokenEncoder:
-  """Jitted ``RetrievalEncoder`` with the batch sharded over all local devices."""
+  """Jitted ``RetrievalEncoder`` with the batch sharded over all local devices.
 
-  def __init__(self, params, config: T5Config, proj_dim: int = 128):
+  ``pooling='mean'`` makes it a single-vector encoder that looks like a token encoder
+  whose every text has one token: the index, the XTR scoring (one query token, so the
+  score is the dot product) and the store then serve single-vector retrieval unchanged.
+  ``proj_dim`` is the width of the vectors it emits (the backbone's with ``proj_dim=0``).
+  """
+
+  def __init__(
+    self,
+    params,
+    config: T5Config | BertConfig,
+    proj_dim: int = 128,
+    pooling: str = "token",
+  ):
     import flax.linen as nn  # noqa: PLC0415
 
     self.config = config
-    self.proj_dim = proj_dim
-    self.model = RetrievalEncoder(config, proj_dim=proj_dim, pooling="token")
+    self.proj_dim = output_dim(config, proj_dim)
+    self.pooling = pooling
+    self.pad_id = config.pad_token_id
+    self.model = RetrievalEncoder(config, proj_dim=proj_dim, pooling=pooling)
     devices = np.array(jax.devices())
     self.num_devices = devices.size
     mesh = Mesh(devices, ("data",))
@@ -172,6 +143,8 @@ class TokenEncoder:
 
     def apply(p, ids):
       out = self.model.apply({"params": p}, ids)
+      if pooling == "mean":
+        out = out[:, None, :]
       return out.astype(jnp.float16)
 
     self._fn = jax.jit(
@@ -183,8 +156,12 @@ class TokenEncoder:
     return -(-batch_size // self.num_devices) * self.num_devices
 
   def __call__(self, ids: np.ndarray) -> np.ndarray:
-    """[B, L] int32 -> [B, L, proj_dim] float16 (B a multiple of the device count)."""
+    """[B, L] int32 -> [B, L, proj_dim] float16 (B a multiple of the device count);
+    [B, 1, proj_dim] with mean pooling."""
     return np.asarray(self._fn(self.params, jax.device_put(ids, self.batch_sharding)))
+
+  def vectors_per_text(self, n_ids: int) -> int:
+    return 1 if self.pooling == "mean" else n_ids
 
   def encode_tokens(
     self,
@@ -192,17 +169,25 @@ class TokenEncoder:
     batch_size: int,
     max_length: int,
     buckets: tuple[int, ...],
+    token_budget: int = 0,
   ) -> list[np.ndarray]:
-    """Per text, its [len, proj_dim] float16 vectors (padding dropped, EOS kept)."""
-    batch_size = self.round_batch(batch_size)
-    order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
+    """Per text, its [len, proj_dim] float16 vectors (padding dropped, EOS kept).
+
+    Texts go longest first in batches of one bucket length; with ``token_budget`` a batch
+    holds about that many positions (never fewer rows than ``batch_size``), so short texts
+    run in wide batches; every (rows, bucket) shape compiles once and is reused.
+    """
+    order = sorted(range(len(token_ids)), key=lambda i: -len(token_ids[i]))
     out: list[np.ndarray | None] = [None] * len(token_ids)
-    for start in range(0, len(order), batch_size):
-      idx = order[start : start + batch_size]
-      length = bucket_length(max(len(token_ids[i]) for i in idx), max_length, buckets)
-      vecs = self(pad_batch([token_ids[i] for i in idx], length, batch_size))
+    start = 0
+    while start < len(order):
+      length = bucket_length(len(token_ids[order[start]]), max_length, buckets)
+      rows = self.round_batch(max(batch_size, token_budget // max(length, 1)))
+      idx = [i for i in order[start : start + rows]]
+      vecs = self(pad_batch([token_ids[i] for i in idx], length, rows, self.pad_id))
       for row, i in enumerate(idx):
-        out[i] = vecs[row, : len(token_ids[i])]
+        out[i] = vecs[row, : self.vectors_per_text(len(token_ids[i]))]
+      start += len(idx)
     return out  # type: ignore[return-value]
 
 
@@ -215,7 +200,9 @@ class EncodeParams:
   max_length: int = 256
   batch_size: int = 32
   shard_size: int = 10_000  # passages per shard
-  buckets: tuple[int, ...] = (32, 64, 128, 256, 512)
+  buckets: tuple[int, ...] = (32, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512)
+  # Positions per batch (rows = token_budget // bucket, at least batch_size); 0: fixed rows.
+  token_budget: int = 8192
   lowercase: bool = False
 
 
@@ -243,6 +230,7 @@ def encode_corpus(
     "corpus_bytes": os.path.getsize(corpus_path),
     "vocabulary_fingerprint": tokenizer.fingerprint,
     "proj_dim": encoder.proj_dim,
+    "pooling": encoder.pooling,
     "encode": dataclasses.asdict(params),
   }
   settings = json.loads(json.dumps(settings))  # tuples -> lists, as stored
@@ -262,8 +250,11 @@ def encode_corpus(
   done = {s["index"] for s in record["shards"]}
 
   def flush(index: int, first_row: int, batch: list[Passage]) -> None:
-    ids = tokenizer.encode([passage_text(p) for p in batch], params.max_length, params.lowercase)
-    vecs = encoder.encode_tokens(ids, params.batch_size, params.max_length, params.buckets)
+    texts = [passage_text(p) for p in batch]
+    ids = tokenizer.encode(texts, params.max_length, params.lowercase, role="passage")
+    vecs = encoder.encode_tokens(
+      ids, params.batch_size, params.max_length, params.buckets, params.token_budget
+    )
     lengths = np.array([v.shape[0] for v in vecs], np.int64)
     vectors = np.concatenate(vecs, axis=0).astype(np.float16)
     t2p = np.repeat(np.arange(first_row, first_row + len(batch), dtype=np.int32), lengths)

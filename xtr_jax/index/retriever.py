@@ -35,19 +35,24 @@ class SearchParams:
 
 
 def load_model(checkpoint_dir: str):
-  """(params, config, proj_dim, fingerprint, extra) of a retrieval checkpoint."""
+  """(params, config, proj_dim, fingerprint, extra) of a retrieval checkpoint.
+
+  ``checkpoint_dir`` may name an embedded model (``me5-small``); ``extra['pooling']`` is
+  the model's own pooling, which an index may override (one vector per token or per text).
+  """
+  from xtr_jax.checkpoints.embedded import resolve_checkpoint  # noqa: PLC0415
   from xtr_jax.checkpoints.orbax_io import (  # noqa: PLC0415
     check_config_matches_gin,
     load_checkpoint,
   )
 
+  checkpoint_dir = resolve_checkpoint(checkpoint_dir)
   ckpt = load_checkpoint(checkpoint_dir)
   check_config_matches_gin(ckpt.config, checkpoint_dir)
   extra = dict(ckpt.extra or {})
-  if extra.get("pooling", "token") != "token":
+  if ckpt.model_kind != "retrieval":
     raise ValueError(
-      f"checkpoint {checkpoint_dir} has pooling={extra['pooling']!r}; a token index needs "
-      "a token-level (XTR/ColBERT) retrieval model"
+      f"checkpoint {checkpoint_dir} is a {ckpt.model_kind!r} model, not a retrieval encoder"
     )
   return ckpt.params, ckpt.config, int(extra.get("proj_dim", 128)), ckpt.fingerprint, extra
 
@@ -71,6 +76,12 @@ class Retriever:
       raise ValueError(
         f"vocabulary {tokenizer.path} has fingerprint {tokenizer.fingerprint} but the index "
         f"{index.directory} was built with {want}"
+      )
+    pooling = index.manifest.get("pooling", "token")
+    if encoder.pooling != pooling:
+      raise ValueError(
+        f"index {index.directory} holds {pooling}-pooled vectors but the query encoder "
+        f"pools {encoder.pooling!r}"
       )
     self.index = index
     self.encoder = encoder
@@ -100,20 +111,21 @@ class Retriever:
       raise ValueError(f"{index_dir}: no checkpoint recorded in the manifest; pass one")
     model_params, config, proj_dim, fingerprint, extra = load_model(checkpoint_dir)
     index = load_index(index_dir, expected_fingerprint=fingerprint, backend=backend)
-    vocabulary = vocabulary or manifest.get("vocabulary") or extra.get("vocabulary")
-    if not vocabulary:
-      raise ValueError(f"{index_dir}: no vocabulary recorded in the manifest; pass one")
-    from xtr_jax.checkpoints.orbax_io import check_vocabulary  # noqa: PLC0415
+    from xtr_jax.checkpoints.embedded import resolve_checkpoint  # noqa: PLC0415
+    from xtr_jax.checkpoints.tokenizers import tokenizer_for  # noqa: PLC0415
 
-    check_vocabulary(extra, vocabulary, checkpoint_dir)
-    tokenizer = Tokenizer(vocabulary, config.vocab_size, config.eos_token_id)
-    encoder = TokenEncoder(model_params, config, proj_dim)
+    checkpoint_dir = resolve_checkpoint(checkpoint_dir)
+    if not extra.get("tokenizer"):
+      vocabulary = vocabulary or manifest.get("vocabulary") or extra.get("vocabulary")
+    tokenizer = tokenizer_for(checkpoint_dir, extra, config, vocabulary)
+    pooling = manifest.get("pooling", "token")
+    encoder = TokenEncoder(model_params, config, proj_dim, pooling=pooling)
     return cls(index, encoder, tokenizer, params or SearchParams())
 
   def encode_queries(self, queries: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """[B, L, d] float32 query token vectors and [B, L] mask (padding false, EOS true)."""
     n = self.params.query_max_length
-    ids = self.tokenizer.encode(list(queries), n, self.lowercase)
+    ids = self.tokenizer.encode(list(queries), n, self.lowercase, role="query")
     vecs = self.encoder.encode_tokens(ids, self.params.batch_size, n, (n,))
     out = np.zeros((len(queries), n, self.encoder.proj_dim), np.float32)
     mask = np.zeros((len(queries), n), bool)

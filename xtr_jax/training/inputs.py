@@ -118,6 +118,14 @@ def encode(processor, texts: list[str], length: int) -> np.ndarray:
   return out
 
 
+def encode_with(tokenizer, texts: list[str], length: int, role: str) -> np.ndarray:
+  """Ids from a project tokenizer (specials, prefixes), padded with its pad id."""
+  out = np.full((len(texts), length), tokenizer.pad_id, np.int32)
+  for i, ids in enumerate(tokenizer.encode(texts, length, role=role)):
+    out[i, : len(ids)] = ids
+  return out
+
+
 def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
   return np.random.default_rng([seed, epoch]).permutation(n)
 
@@ -135,6 +143,7 @@ def jsonl_pairs_batches(
   converter: str = "dual_encoder",
   train_vocab_size: int | None = None,
   lowercase: bool = False,
+  tokenizer_checkpoint: str | None = None,
 ) -> BatchFactory:
   """Deterministic, resumable batches of (query, passage) pairs.
 
@@ -146,7 +155,9 @@ def jsonl_pairs_batches(
   trained on the training split's texts and written there first. ``lowercase`` lower-cases
   queries and passages before the vocabulary sees them (as the released XTR models'
   inference code does), so cased and uncased spellings share pieces; a vocabulary trained
-  with it must be used with it.
+  with it must be used with it. ``tokenizer_checkpoint`` (a checkpoint dir or an embedded
+  name such as ``me5-small``) takes the tokenizer that checkpoint carries instead of
+  ``vocabulary``, with its query/passage prefixes and pad id (XLM-R pads with 1).
   """
   if split not in ("train", "heldout"):
     raise ValueError(f"jsonl_pairs_batches.split={split!r}; expected 'train' or 'heldout'")
@@ -156,7 +167,9 @@ def jsonl_pairs_batches(
   if lowercase:
     fields = ("query", "passage", "title", "text")
     records = [{**r, **{k: r[k].lower() for k in fields}} for r in records]
-  if not os.path.exists(vocabulary):
+  if tokenizer_checkpoint and converter != "dual_encoder":
+    raise ValueError("jsonl_pairs_batches.tokenizer_checkpoint needs converter='dual_encoder'")
+  if not tokenizer_checkpoint and not os.path.exists(vocabulary):
     if not train_vocab_size:
       raise FileNotFoundError(f"SentencePiece model {vocabulary!r} not found")
     train = [r for r in records if not is_heldout(r["id"], heldout_fraction)]
@@ -165,14 +178,22 @@ def jsonl_pairs_batches(
       texts += [xqg_input(c, "", "") for c in sorted({r["code"] for r in train if r["code"]})]
     logging.info("training a %d-piece SentencePiece model -> %s", train_vocab_size, vocabulary)
     train_sentencepiece(texts, vocabulary, train_vocab_size)
-  import sentencepiece as spm
-
-  processor = spm.SentencePieceProcessor(model_file=vocabulary)
   keep = [r for r in records if is_heldout(r["id"], heldout_fraction) == (split == "heldout")]
   if len(keep) < batch_size:
     raise ValueError(
       f"split {split!r} of {pattern!r} has {len(keep)} pairs, fewer than batch_size={batch_size}"
     )
+  if tokenizer_checkpoint:
+    tok = _checkpoint_tokenizer(tokenizer_checkpoint)
+    queries = encode_with(tok, [r["query"] for r in keep], query_length, "query")
+    passages = encode_with(tok, [r["passage"] for r in keep], passage_length, "passage")
+    logging.info(
+      "%s: %d %s pairs (tokenizer of %s)", pattern, len(keep), split, tokenizer_checkpoint
+    )
+    return _pair_factory(queries, passages, batch_size, seed, converter)
+  import sentencepiece as spm
+
+  processor = spm.SentencePieceProcessor(model_file=vocabulary)
   queries = encode(processor, [r["query"] for r in keep], query_length)
   if converter == "seq2seq":
     # xQG: the encoder sees the prompt that names the target language, exactly as
@@ -185,7 +206,25 @@ def jsonl_pairs_batches(
     sources = [r["passage"] for r in keep]
   passages = encode(processor, sources, passage_length)
   logging.info("%s: %d %s pairs", pattern, len(keep), split)
-  per_epoch = len(keep) // batch_size  # drop the ragged tail of each epoch
+  return _pair_factory(queries, passages, batch_size, seed, converter)
+
+
+def _checkpoint_tokenizer(checkpoint: str):
+  from xtr_jax.checkpoints.embedded import resolve_checkpoint  # noqa: PLC0415
+  from xtr_jax.checkpoints.orbax_io import load_metadata  # noqa: PLC0415
+  from xtr_jax.checkpoints.tokenizers import tokenizer_for  # noqa: PLC0415
+
+  checkpoint = resolve_checkpoint(checkpoint)
+  meta = load_metadata(checkpoint)
+  return tokenizer_for(checkpoint, meta.get("extra", {}), None)
+
+
+def _pair_factory(
+  queries: np.ndarray, passages: np.ndarray, batch_size: int, seed: int, converter: str
+) -> BatchFactory:
+  """The resumable stream over encoded pairs (see ``jsonl_pairs_batches``)."""
+  n = len(queries)
+  per_epoch = n // batch_size  # drop the ragged tail of each epoch
 
   def factory(start_step: int = 0, shard_index: int = 0, num_shards: int = 1) -> Iterator[Batch]:
     if batch_size % num_shards:
@@ -194,7 +233,7 @@ def jsonl_pairs_batches(
     step = start_step
     while True:
       epoch, offset = divmod(step, per_epoch)
-      order = _epoch_order(len(keep), seed, epoch)
+      order = _epoch_order(n, seed, epoch)
       rows = order[offset * batch_size : (offset + 1) * batch_size]
       rows = rows[shard_index * local : (shard_index + 1) * local]
       q, p = queries[rows], passages[rows]

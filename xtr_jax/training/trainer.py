@@ -27,7 +27,9 @@ import orbax.checkpoint as ocp
 
 import gin
 from xtr_jax.checkpoints import orbax_io
+from xtr_jax.checkpoints.embedded import resolve_checkpoint
 from xtr_jax.models import t5
+from xtr_jax.models.bert import BertConfig
 from xtr_jax.models.config import T5Config
 from xtr_jax.models.xtr import RetrievalEncoder
 from xtr_jax.training import losses, optimizers, partitioning
@@ -46,7 +48,7 @@ PyTree = Any
 class ModelTask:
   """A model kind with its network, loss and evaluation metrics."""
 
-  config: T5Config
+  config: T5Config | BertConfig
   kind: str = "xtr"
   proj_dim: int = 128
   k_train: int = 256
@@ -304,10 +306,21 @@ def merge_imported_params(init: PyTree, imported: PyTree, source: str) -> tuple[
   return tree, fresh
 
 
-def export_final(directory: str, params: PyTree, task: ModelTask, vocabulary: str | None) -> None:
-  """The final model in the project's checkpoint format (``orbax_io.save_checkpoint``)."""
-  extra: dict[str, Any] = {}
-  if vocabulary:
+def export_final(
+  directory: str,
+  params: PyTree,
+  task: ModelTask,
+  vocabulary: str | None,
+  init_checkpoint: str | None = None,
+) -> None:
+  """The final model in the project's checkpoint format (``orbax_io.save_checkpoint``).
+
+  A model trained from a checkpoint that carries its own tokenizer carries it too.
+  """
+  from xtr_jax.checkpoints.tokenizers import carried_tokenizer  # noqa: PLC0415
+
+  extra, assets = carried_tokenizer(init_checkpoint) if init_checkpoint else ({}, {})
+  if vocabulary and not assets:
     extra["vocabulary"] = os.path.abspath(vocabulary)
   if task.is_retrieval:
     extra.update(
@@ -319,7 +332,9 @@ def export_final(directory: str, params: PyTree, task: ModelTask, vocabulary: st
   else:
     kind = "mt5"
   host_params = jax.tree.map(np.asarray, jax.device_get(params))
-  orbax_io.save_checkpoint(directory, host_params, task.config, model_kind=kind, extra=extra)
+  orbax_io.save_checkpoint(
+    directory, host_params, task.config, model_kind=kind, extra=extra, assets=assets
+  )
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -340,7 +355,7 @@ def _scalars(metrics: dict) -> dict[str, float]:
 def train(
   model_dir: str,
   *,
-  model_config: T5Config = gin.REQUIRED,
+  model_config: T5Config | BertConfig = gin.REQUIRED,
   model_kind: str = "xtr",
   train_batches: BatchFactory = gin.REQUIRED,
   eval_batches: BatchFactory | None = None,
@@ -391,6 +406,7 @@ def train(
       )["state"]
       logging.info("resumed from %s/%d", ckpt_dir, latest)
     elif init_checkpoint:
+      init_checkpoint = resolve_checkpoint(init_checkpoint)
       loaded = orbax_io.load_checkpoint(init_checkpoint)
       fresh = jax.device_get(trainer._init_params(jax.random.key(seed)))
       params, new = merge_imported_params(fresh, loaded.params, init_checkpoint)
@@ -452,7 +468,9 @@ def train(
     manager.wait_until_finished()
     writer.flush()
   if export and step == num_train_steps and jax.process_index() == 0:
-    export_final(os.path.join(model_dir, "final"), state["params"], task, vocabulary)
+    export_final(
+      os.path.join(model_dir, "final"), state["params"], task, vocabulary, init_checkpoint
+    )
     logging.info("final model -> %s", os.path.join(model_dir, "final"))
   return TrainResult(state, history, eval_history)
 
