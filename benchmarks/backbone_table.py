@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
   parts += ["## Macro average over the 7 languages (percent)", "", *macro_table(systems), ""]
   parts += ["## Recall@20 per language", "", *language_table(systems), ""]
   if pairs:
-    parts += ["## Paired tests (931 queries)", "", *pair_table(systems, pairs, args.seed), ""]
+    title = "## Paired tests (all queries; A and B are means over queries, not macro)"
+    parts += [title, "", *pair_table(systems, pairs, args.seed), ""]
   if args.outro:
     parts.append(pathlib.Path(args.outro).read_text(encoding="utf-8"))
   out = pathlib.Path(args.output)

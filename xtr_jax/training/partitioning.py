@@ -96,11 +96,19 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def opt_state_shardings(tx: optax.GradientTransformation, abstract_params, p_shardings, mesh):
   """Optimizer-state shardings: a state leaf shaped like its param shares the param's
-  sharding; factored statistics (Adafactor's row/column) and scalars are replicated."""
+  sharding; factored statistics (Adafactor's row/column) and scalars are replicated.
+
+  Frozen parameters (``make_optimizer(freeze=...)``: ``optax.multi_transform``) have no
+  state: the inner optimizer's trees hold an empty ``MaskedNode`` in their place, which is
+  kept as it is (mapping over it alongside the full parameter tree is a structure error).
+  """
   abstract_state = jax.eval_shape(tx.init, abstract_params)
   rep = replicated(mesh)
+  masked = optax.transforms.MaskedNode
 
   def pick(state_leaf, param_leaf, sharding):
+    if isinstance(state_leaf, masked):
+      return state_leaf
     if getattr(state_leaf, "shape", None) == getattr(param_leaf, "shape", ()):
       return sharding
     return rep
@@ -112,7 +120,7 @@ def opt_state_shardings(tx: optax.GradientTransformation, abstract_params, p_sha
     abstract_params,
     p_shardings,
     transform_non_params=lambda _: rep,
-    is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct),
+    is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct | masked),
   )
 
 
