@@ -6,6 +6,8 @@ and the tests are never typed by hand:
   python benchmarks/backbone_table.py --system "BM25=/tmp/ev/bm25_eval.json" \
     --system "mE5 single=/tmp/me5/mean_eval.json" --pair "mE5 single:BM25" \
     --intro results/intro.md --output results/me5_xor_mini.md
+
+The exact command that renders results/me5_xor_mini.md: `bash benchmarks/render_me5_table.sh`.
 """
 
 from __future__ import annotations

@@ -8,17 +8,24 @@ mT5-small-shaped weights (torch model -> save_pretrained -> ``xtr_jax.checkpoint
 
 Workloads (``--workload``): ``fixed`` is one padded batch x length; ``corpus`` (bert only) is
 ``--texts`` synthetic token lengths (seeded log-normal, clipped to [8, --max_length]),
-length-sorted into batches of ``--corpus_batch``: torch pads each batch to its own max, ours
-pads to the next of ``--buckets`` (so a handful of jit compiles serve every batch). Both
-report REAL (non-padding) tokens/s. Threads: torch gets ``--threads`` intra-op threads
-(default 2 = all cores of the reference machine); XLA's CPU client uses all cores, and
-``--xla_flags`` (e.g. ``--xla_cpu_multi_thread_eigen=false``) is added to XLA_FLAGS before
-JAX starts. Timings are interleaved (jax, torch, jax, ...) so a noisy shared machine slows
-both sides alike; the median of the repeats is reported.
+length-sorted into batches of ``--corpus_batch``: torch pads each batch to its own max. Ours,
+with ``--batching batches`` (default), runs the same batches padded to the next of
+``--buckets`` (so a handful of jit compiles serve every batch); with ``--batching project``
+it batches the texts as ``xtr-jax index`` does (``encode.plan_batches`` with
+``EncodeParams``' buckets and ``--token_budget``, default auto: the CPU policy). Both report
+REAL (non-padding) tokens/s. Threads: torch gets ``--threads`` intra-op threads (default 2 =
+all cores of the reference machine); XLA's CPU client uses all cores, and ``--xla_flags``
+(e.g. ``--xla_cpu_multi_thread_eigen=false``) is added to XLA_FLAGS before JAX starts.
+glibc malloc is tuned for XLA:CPU as the ``xtr-jax`` CLI tunes it (``xtr_jax/host_malloc.py``;
+``--no_tune_malloc`` leaves it alone), for both sides. Timings are interleaved (jax, torch,
+jax, ...) so a noisy shared machine slows both sides alike; the median of the repeats is
+reported.
 
   .venv/bin/python benchmarks/encoder_throughput.py --batch 16 --length 256 --repeats 5
   .venv/bin/python benchmarks/encoder_throughput.py --backbone bert --workload both \\
       --batch 32 --length 128 --texts 2000 --corpus_batch 32 --repeats 3
+  .venv/bin/python benchmarks/encoder_throughput.py --backbone bert --workload corpus \
+      --batching project --texts 2000 --repeats 3
 """
 
 from __future__ import annotations
@@ -47,7 +54,21 @@ def _parse(argv):
   p.add_argument("--median_length", type=float, default=60, help="corpus: median tokens/text.")
   p.add_argument("--sigma", type=float, default=0.8, help="corpus: log-normal sigma.")
   p.add_argument("--max_length", type=int, default=512, help="corpus: longest text (tokens).")
-  p.add_argument("--buckets", default="16,32,64,128,256,512", help="corpus: our pad lengths.")
+  # EncodeParams.buckets (not imported: that would start JAX before --xla_flags), plus 16.
+  p.add_argument(
+    "--buckets",
+    default="16,32,64,96,128,160,192,256,320,384,448,512",
+    help="corpus, --batching batches: our pad lengths.",
+  )
+  p.add_argument(
+    "--batching",
+    choices=("batches", "project"),
+    default="batches",
+    help="corpus: ours runs torch's batches (padded to --buckets) or the index's own plan.",
+  )
+  p.add_argument(
+    "--token_budget", type=int, default=-1, help="corpus, --batching project: -1 = auto."
+  )
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--torch_attention", default="sdpa", help="bert: sdpa or eager attention.")
   p.add_argument("--xla_flags", default="", help="Appended to XLA_FLAGS before JAX starts.")
@@ -223,6 +244,28 @@ def _pad_to(x, rows: int, width: int, value: int):
   return out
 
 
+def _project_batches(args, batches, pad: int):
+  """Our calls when the texts of ``batches`` are batched as ``xtr-jax index`` batches them."""
+  import jax.numpy as jnp
+  import numpy as np
+
+  from xtr_jax.index.encode import EncodeParams, batch_policy, plan_batches
+
+  texts = [row[: int(m.sum())] for ids, mask, _ in batches for row, m in zip(ids, mask)]
+  texts.sort(key=len, reverse=True)  # encode_tokens' order: longest first
+  enc = EncodeParams(max_length=args.max_length)
+  budget, min_rows = batch_policy("cpu", enc.batch_size, args.token_budget)
+  lengths = [len(t) for t in texts]
+  ours = []
+  for start, rows, length in plan_batches(lengths, enc.max_length, enc.buckets, budget, min_rows):
+    ids = np.full((rows, length), pad, np.int64)
+    for r, t in enumerate(texts[start : start + rows]):
+      ids[r, : len(t)] = t
+    ours.append((jnp.asarray(ids, jnp.int32), jnp.asarray(ids != pad, jnp.int32)))
+  desc = f"index plan: token budget {budget}, min rows {min_rows}, buckets {enc.buckets}"
+  return ours, desc
+
+
 def run_bert(args) -> int:
   import jax
   import torch
@@ -292,22 +335,27 @@ def _bert_corpus(args, encode, params, torch_states, config, pad: int) -> int:
 
   lengths = _corpus_lengths(args)
   batches = _corpus_batches(args, lengths, config.vocab_size, pad)
-  rows = args.corpus_batch  # ours: every batch padded to full rows too (one compile a bucket)
-  ours = [
-    (
-      jnp.asarray(_pad_to(i, rows, b, pad), jnp.int32),
-      jnp.asarray(_pad_to(m, rows, b, 0), jnp.int32),
-    )
-    for i, m, b in batches
-  ]
+  if args.batching == "project":
+    ours, plan_desc = _project_batches(args, batches, pad)
+  else:
+    rows = args.corpus_batch  # ours: every batch padded to full rows too (one compile a bucket)
+    ours = [
+      (
+        jnp.asarray(_pad_to(i, rows, b, pad), jnp.int32),
+        jnp.asarray(_pad_to(m, rows, b, 0), jnp.int32),
+      )
+      for i, m, b in batches
+    ]
+    plan_desc = f"buckets {args.buckets}"
   real = int(lengths.sum())
   compile_start = time.perf_counter()
-  for b in sorted({b for *_, b in batches}):  # compile every bucket once, outside the timing
-    j = next(k for k, (*_, bb) in enumerate(batches) if bb == b)
-    encode(params, *ours[j]).block_until_ready()
+  for shape in sorted({i.shape for i, _ in ours}):  # compile every shape once, not timed
+    encode(params, *next(x for x in ours if x[0].shape == shape)).block_until_ready()
   compile_s = time.perf_counter() - compile_start
+  last = [jnp.asarray(_pad_to(x, args.corpus_batch, batches[-1][2], v), jnp.int32)
+          for x, v in ((batches[-1][0], pad), (batches[-1][1], 0))]  # fmt: skip
   diff = _check(
-    encode(params, *ours[-1]),
+    encode(params, *last),
     torch_states(*batches[-1][:2]).numpy(),
     batches[-1][1],
     args.check_tol,
@@ -326,11 +374,12 @@ def _bert_corpus(args, encode, params, torch_states, config, pad: int) -> int:
 
   results = _time_interleaved({"flax (jit)": run_jax, "torch": run_torch}, 1, args.repeats)
   torch_padded = sum(m.size for _, m, _ in batches)
-  ours_padded = sum(rows * b for *_, b in batches)
+  ours_padded = sum(i.size for i, _ in ours)
   print(
     f"\ncorpus: {args.texts} texts, lengths 8..{args.max_length} (median {np.median(lengths):.0f}, "
     f"mean {lengths.mean():.0f}), {len(batches)} batches of {args.corpus_batch}, {real} real "
-    f"tokens; padded: torch {torch_padded}, ours {ours_padded} (buckets {args.buckets}); "
+    f"tokens; padded: torch {torch_padded}, ours {ours_padded} in {len(ours)} calls "
+    f"({plan_desc}); "
     f"compiles {compile_s:.1f} s (not timed); max |diff| {diff:.1e}"
   )
   _print_table(results, real)

@@ -9,7 +9,18 @@ import pytest
 
 import gin
 from xtr_jax.index import cli, store
-from xtr_jax.index.encode import EncodeParams, TokenEncoder, Tokenizer, encode_corpus, read_corpus
+from xtr_jax.index.encode import (
+  ACCELERATOR_TOKEN_BUDGET,
+  AUTO_TOKEN_BUDGET,
+  CPU_TOKEN_BUDGET,
+  EncodeParams,
+  TokenEncoder,
+  Tokenizer,
+  batch_policy,
+  encode_corpus,
+  plan_batches,
+  read_corpus,
+)
 from xtr_jax.index.retriever import Retriever, SearchParams
 from xtr_jax.index.scann_index import ScannParams
 from xtr_jax.index.store import IndexFormatError, build_index, load_index
@@ -390,3 +401,39 @@ def test_shipped_index_gin_files_build_what_they_say(built, retriever, tmp_path,
   want = retriever.search(queries, k=10)  # brute force
   overlap = np.mean([len({p for p, _ in a} & {p for p, _ in b}) / 10 for a, b in zip(got, want)])
   assert overlap >= 0.9
+
+
+def test_batch_plan_covers_every_text_once_in_order():
+  lengths = [300, 200, 70, 65, 64, 40, 33, 9, 5]  # longest first, as encode_tokens sorts
+  buckets = (32, 64, 128, 256, 512)
+  for budget, min_rows in ((256, 1), (256, 4), (0, 3), (1, 1)):
+    plan = plan_batches(lengths, 512, buckets, budget, min_rows)
+    assert plan[0][0] == 0 and sum(rows for _, rows, _ in plan[:-1]) < len(lengths)
+    for (start, rows, length), nxt in zip(plan, plan[1:] + [(None,)]):
+      assert nxt[0] in (start + rows, None)  # contiguous: no text skipped or repeated
+      assert all(n <= length for n in lengths[start : start + rows])
+      assert rows == max(min_rows, budget // length, 1)
+    assert plan[-1][0] + plan[-1][1] >= len(lengths)
+  assert plan_batches(lengths, 128, buckets, 0, 8)[0][2] == 128  # capped at max_length
+
+
+def test_auto_token_budget_is_chosen_per_platform():
+  assert batch_policy("cpu", 32, AUTO_TOKEN_BUDGET) == (CPU_TOKEN_BUDGET, 1)
+  assert batch_policy("tpu", 32, AUTO_TOKEN_BUDGET) == (ACCELERATOR_TOKEN_BUDGET, 32)
+  assert batch_policy("cpu", 32, 8192) == (8192, 32)  # explicit budgets keep the row floor
+  assert batch_policy("gpu", 16, 0) == (0, 16)
+  with pytest.raises(ValueError, match="token_budget"):
+    batch_policy("cpu", 32, -2)
+
+
+def test_vectors_do_not_depend_on_the_batch_shapes(built, retriever):
+  setup, _ = built
+  enc: TokenEncoder = retriever.encoder
+  tok = retriever.tokenizer
+  texts = [f"{p.title} {p.text}" for p in list(read_corpus(setup.corpus))[:20]]
+  ids = tok.encode(texts, 64, role="passage")
+  auto = enc.encode_tokens(ids, 8, 64, (32, 64), AUTO_TOKEN_BUDGET)
+  fixed = enc.encode_tokens(ids, 8, 64, (64,), 0)
+  for a, b, x in zip(auto, fixed, ids):
+    assert a.shape == b.shape == (len(x), enc.proj_dim)
+    np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), atol=2e-3)

@@ -62,6 +62,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from xtr_jax.io import atomic_write_bytes, file_fingerprint  # noqa: F401
+
 ROLES = ("query", "passage")
 KINDS = ("sentencepiece", "hf")
 HF_FILE = "tokenizer.json"
@@ -91,25 +93,6 @@ class TextTokenizer(Protocol):
   def to_dict(self) -> dict[str, Any]: ...
 
   def save(self, directory: str) -> str: ...
-
-
-def file_fingerprint(path: str) -> str:
-  """Short content hash of a file (same format as ``index.encode.file_fingerprint``)."""
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return "sha256:" + h.hexdigest()[:32]
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-  """Temp file + fsync + rename, so a crash never leaves a half-written vocabulary."""
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "wb") as f:
-    f.write(data)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
 
 
 def _one_line(e: BaseException) -> str:
@@ -254,7 +237,7 @@ class SentencePieceTokenizer:
     dest = os.path.join(directory, os.path.basename(self.path))
     if os.path.abspath(dest) != os.path.abspath(self.path):
       with open(self.path, "rb") as f:
-        _atomic_write(dest, f.read())
+        atomic_write_bytes(dest, f.read())
     return dest
 
 
@@ -618,7 +601,7 @@ class HFTokenizer:
     """Writes the tokenizer.json (re-serialised; same fingerprint) atomically; returns its path."""
     os.makedirs(directory, exist_ok=True)
     dest = os.path.join(directory, self.to_dict()["file"])
-    _atomic_write(dest, self.tokenizer.to_str().encode("utf-8"))
+    atomic_write_bytes(dest, self.tokenizer.to_str().encode("utf-8"))
     return dest
 
 

@@ -74,7 +74,7 @@ SCALES = {
     augment_mode="tokens",
     me5_steps=60,
     me5_batch_size=16,
-    me5_passage_length=64,
+    me5_passage_length=72,
     sample_texts=500,
   ),
   "smoke": Scale(
@@ -90,7 +90,7 @@ SCALES = {
     augment_mode="tokens",
     me5_steps=2,
     me5_batch_size=4,
-    me5_passage_length=64,
+    me5_passage_length=72,
     sample_texts=32,
   ),
 }

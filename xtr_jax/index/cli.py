@@ -138,10 +138,7 @@ def index_main(argv: list[str]) -> int:
   pooling = args.pooling or extra.get("pooling", "token")
   if pooling == "mean" and args.augment_with and args.augment_mode == "tokens":
     parser.error("--augment_mode tokens needs --pooling token (use pooled_per_language)")
-  try:
-    tokenizer = tokenizer_for(checkpoint, extra, config, args.vocabulary)
-  except ValueError as e:
-    parser.error(str(e))
+  tokenizer = tokenizer_for(checkpoint, extra, config, args.vocabulary)
   augmentation = {}
   if args.augment_with:  # xQG passage augmentation (xtr_jax/index/augment.py)
     from xtr_jax.index import augment  # noqa: PLC0415

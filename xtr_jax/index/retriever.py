@@ -78,7 +78,7 @@ class Retriever:
         f"{index.directory} was built with {want}"
       )
     pooling = index.manifest.get("pooling", "token")
-    if encoder.pooling != pooling:
+    if getattr(encoder, "pooling", "token") != pooling:
       raise ValueError(
         f"index {index.directory} holds {pooling}-pooled vectors but the query encoder "
         f"pools {encoder.pooling!r}"

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 from typing import Any
 
@@ -27,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 import gin
+from xtr_jax.models.config import ConfigMethods
 from xtr_jax.models.t5 import EMBED, JOINED_KV, MLP, NEG_INF, VOCAB
 
 Array = jax.Array
@@ -37,7 +37,7 @@ _MAX_SIZE = 1 << 24
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
-class BertConfig:
+class BertConfig(ConfigMethods):
   """BERT-family hyper-parameters, named as in ``transformers.BertConfig``.
 
   Defaults are multilingual-E5-small. ``pad_token_id`` is the id the *tokenizer* pads with
@@ -86,23 +86,6 @@ class BertConfig:
   @property
   def head_dim(self) -> int:
     return self.hidden_size // self.num_attention_heads
-
-  @property
-  def compute_dtype(self) -> Any:
-    return jnp.dtype(self.dtype)
-
-  @property
-  def params_dtype(self) -> Any:
-    return jnp.dtype(self.param_dtype)
-
-  def replace(self, **kwargs) -> BertConfig:
-    return dataclasses.replace(self, **kwargs)
-
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  def to_json(self) -> str:
-    return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
   @classmethod
   def from_dict(cls, d: dict[str, Any]) -> BertConfig:
@@ -220,9 +203,15 @@ class LayerNorm(nn.Module):
     return (y * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(self.dtype)
 
 
+def _erf_gelu(x: Array) -> Array:
+  """Exact GELU as torch computes it, ``x/2 * (1 + erf(x/sqrt(2)))``. ``jax.nn.gelu``'s
+  erfc form (two polynomial branches and a select under XLA:CPU) made a layer ~5% slower."""
+  return x * 0.5 * (1.0 + jax.lax.erf(x * (1 / math.sqrt(2))))
+
+
 def _activation(name: str):
   if name == "gelu":
-    return functools.partial(jax.nn.gelu, approximate=False)
+    return _erf_gelu
   if name == "gelu_new":
     return functools.partial(jax.nn.gelu, approximate=True)
   return jax.nn.relu
@@ -245,11 +234,21 @@ class BertLayer(nn.Module):
     q = dense(c.hidden_size, (EMBED, JOINED_KV), name="query")(x).reshape(shape)
     k = dense(c.hidden_size, (EMBED, JOINED_KV), name="key")(x).reshape(shape)
     v = dense(c.hidden_size, (EMBED, JOINED_KV), name="value")(x).reshape(shape)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-    logits = logits / math.sqrt(c.head_dim) + mask_bias
-    weights = jax.nn.softmax(logits, axis=-1).astype(c.compute_dtype)
+    # The [B, H, L, L] tensors dominate attention's cost on CPU, so work on them is moved to
+    # the L-times smaller ones: 1/sqrt(d) scales q instead of the logits, and the softmax
+    # is normalised after the value product (dividing the [B, L, H, D] output by the row
+    # sums equals dividing the weights; dropout commutes with that per-row scale). Same
+    # result as softmax(q k^T / sqrt(d)) v. With _erf_gelu, a layer took 10-13% less CPU
+    # time than with jax.nn.softmax and jax.nn.gelu (XLA:CPU, mE5-small, 4x512 to 64x32).
+    q = q * jnp.asarray(1 / math.sqrt(c.head_dim), q.dtype)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) + mask_bias
+    weights = jnp.exp(logits - jax.lax.stop_gradient(logits.max(-1, keepdims=True)))
+    row_sums = weights.sum(-1)  # [B, H, L]
+    weights = weights.astype(c.compute_dtype)
     weights = nn.Dropout(c.attention_probs_dropout_prob)(weights, deterministic=deterministic)
-    attn = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(batch, length, c.hidden_size)
+    attn = jnp.einsum("bhqk,bkhd->bqhd", weights, v, preferred_element_type=jnp.float32)
+    attn = attn / jnp.transpose(row_sums, (0, 2, 1))[..., None]
+    attn = attn.astype(c.compute_dtype).reshape(batch, length, c.hidden_size)
     attn = dense(c.hidden_size, (JOINED_KV, EMBED), name="attention_output")(attn)
     drop = nn.Dropout(c.hidden_dropout_prob)
     x = norm(name="attention_layer_norm")(x + drop(attn, deterministic=deterministic))

@@ -13,9 +13,33 @@ import gin
 FEED_FORWARD_KINDS = ("gated-gelu", "relu")
 
 
+class ConfigMethods:
+  """What every model config offers the wings above (shared by T5Config and BertConfig)."""
+
+  dtype: str
+  param_dtype: str
+
+  @property
+  def compute_dtype(self) -> Any:
+    return jnp.dtype(self.dtype)
+
+  @property
+  def params_dtype(self) -> Any:
+    return jnp.dtype(self.param_dtype)
+
+  def replace(self, **kwargs):
+    return dataclasses.replace(self, **kwargs)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
-class T5Config:
+class T5Config(ConfigMethods):
   """T5.1.1 / mT5 hyper-parameters (defaults: mT5-small).
 
   ``feed_forward_proj='relu'`` with ``tie_word_embeddings=True`` gives the T5 1.0 variant
@@ -53,23 +77,6 @@ class T5Config:
   @property
   def inner_dim(self) -> int:
     return self.num_heads * self.d_kv
-
-  @property
-  def compute_dtype(self) -> Any:
-    return jnp.dtype(self.dtype)
-
-  @property
-  def params_dtype(self) -> Any:
-    return jnp.dtype(self.param_dtype)
-
-  def replace(self, **kwargs) -> T5Config:
-    return dataclasses.replace(self, **kwargs)
-
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  def to_json(self) -> str:
-    return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
   @classmethod
   def from_dict(cls, d: dict[str, Any]) -> T5Config:
