@@ -25,6 +25,7 @@ import jax
 import numpy as np
 from flax.core import meta
 
+from xtr_jax.io import file_fingerprint
 from xtr_jax.models.bert import BertConfig
 from xtr_jax.models.config import T5Config
 
@@ -189,11 +190,7 @@ def expected_param_shapes(
 
 def vocabulary_fingerprint(path: str | os.PathLike) -> str:
   """Content hash of a SentencePiece model file (the same value index manifests record)."""
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return "sha256:" + h.hexdigest()[:32]
+  return file_fingerprint(str(path))
 
 
 def with_vocabulary_fingerprint(extra: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -62,7 +62,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from xtr_jax.io import atomic_write_bytes, file_fingerprint  # noqa: F401
+from xtr_jax.io import atomic_write_bytes, file_fingerprint
 
 ROLES = ("query", "passage")
 KINDS = ("sentencepiece", "hf")

@@ -62,7 +62,7 @@ def init_projection(
   from xtr_jax.checkpoints import orbax_io  # noqa: PLC0415
   from xtr_jax.checkpoints.embedded import resolve_checkpoint  # noqa: PLC0415
   from xtr_jax.checkpoints.tokenizers import carried_tokenizer, tokenizer_for  # noqa: PLC0415
-  from xtr_jax.index.encode import TokenEncoder  # noqa: PLC0415
+  from xtr_jax.index.encode import AUTO_TOKEN_BUDGET, TokenEncoder  # noqa: PLC0415
 
   checkpoint = resolve_checkpoint(checkpoint)
   ckpt = orbax_io.load_checkpoint(checkpoint)
@@ -77,7 +77,7 @@ def init_projection(
     (passages, passage_length, "passage"),
   ):
     ids = tokenizer.encode(texts, length, role=role)
-    states += encoder.encode_tokens(ids, 32, length, (length,), token_budget=8192)
+    states += encoder.encode_tokens(ids, 32, length, (length,), token_budget=AUTO_TOKEN_BUDGET)
   states = np.concatenate(states).astype(np.float32)
   kernel = principal_axes(states, proj_dim)
   kept = float(np.square(states @ kernel).sum() / np.square(states).sum())
