@@ -3,7 +3,7 @@
 Script share alone cannot tell a generator that writes "What is it?" in perfect Russian for
 every passage from one that asks about the passage. This prints, per language:
 
-- ``script``: share written in the language's script (``xtr_jax/models/script_share.py``);
+- ``script``: share written in the language's script (``xtr_jax/xqg/script_share.py``);
 - ``distinct``: distinct questions / questions, and ``top``: the share of the most frequent one
   (a content-free generator repeats a few strings);
 - ``copy``: share of questions holding a word (>= 4 letters or digits, case-folded) of their
@@ -30,7 +30,7 @@ import re
 
 from xtr_jax.data import readers
 from xtr_jax.evaluation import io
-from xtr_jax.models.script_share import in_script
+from xtr_jax.xqg.script_share import in_script
 
 WORD = re.compile(r"\w{4,}")
 SEP = "|"  # query id = docid|lang|index

@@ -13,8 +13,9 @@ import gin
 from xtr_jax import cli
 from xtr_jax.checkpoints.orbax_io import save_checkpoint
 from xtr_jax.data.vocab import train_sentencepiece
-from xtr_jax.models import decoding, generate_cli, language_tags, t5
+from xtr_jax.models import decoding, t5
 from xtr_jax.models.config import tiny_config
+from xtr_jax.xqg import language_tags, prompt
 
 PASSAGES = [
   ("p1", "The river flows through the old town and into the sea.", "River"),
@@ -76,8 +77,8 @@ def _lines(path):
 def test_prompt_matches_the_data_wing_task():
   from xtr_jax.data.preprocessors import xqg_prompt  # noqa: PLC0415
 
-  assert generate_cli.XQG_PROMPT.format(language="Thai") == xqg_prompt("Thai")
-  assert generate_cli.xqg_input("ja", "Fuji", "A mountain.") == (
+  assert prompt.XQG_PROMPT.format(language="Thai") == xqg_prompt("Thai")
+  assert prompt.xqg_input("ja", "Fuji", "A mountain.") == (
     "Generate a Japanese question for this passage: Fuji A mountain."
   )
 
@@ -142,19 +143,22 @@ def test_crash_then_resume_writes_the_same_bytes(setup):
   assert part.read_bytes() == full.read_bytes()
 
 
-def test_resume_with_other_settings_is_refused(setup):
+def test_resume_with_other_settings_is_refused(setup, capsys):
   out = setup["root"] / "mismatch.jsonl"
   base = ["--languages=ja", "--strategy=greedy"]
   assert cli.main(_args(setup, out, *base, "--max_batches=1")) == 0
-  with pytest.raises(ValueError, match="settings differ: languages"):
-    cli.main(_args(setup, out, "--languages=ko", "--strategy=greedy"))
+  before = out.read_bytes()
+  assert cli.main(_args(setup, out, "--languages=ko", "--strategy=greedy")) == cli.USAGE_EXIT
+  assert "settings differ: languages: was ['ja'], now ['ko']" in capsys.readouterr().err
+  assert out.read_bytes() == before
 
 
-def test_output_without_progress_is_not_overwritten(setup):
+def test_output_without_progress_is_not_overwritten(setup, capsys):
   out = setup["root"] / "foreign.jsonl"
   out.write_text('{"docid": "x", "generated_queries": {}}\n')
-  with pytest.raises(FileExistsError, match="progress.json does not"):
-    cli.main(_args(setup, out, "--languages=ja", "--strategy=greedy"))
+  assert cli.main(_args(setup, out, "--languages=ja", "--strategy=greedy")) == cli.USAGE_EXIT
+  assert "progress.json does not" in capsys.readouterr().err
+  assert out.read_text() == '{"docid": "x", "generated_queries": {}}\n'
 
 
 @pytest.mark.parametrize(
@@ -240,11 +244,11 @@ def test_prompt_prefixes_are_the_first_ids_of_every_prompt(setup):
   prefixes = language_tags.prompt_prefixes(sp, ("ja", "ko", "th"))
   for code in ("ja", "ko", "th"):
     for _, text, title in PASSAGES:
-      ids = sp.encode(generate_cli.xqg_input(code, title, text))
+      ids = sp.encode(prompt.xqg_input(code, title, text))
       assert ids[: len(prefixes[code])] == prefixes[code]
   batch = np.zeros((2, 40), np.int32)
   for i, c in enumerate(("ko", "ja")):
-    row = sp.encode(generate_cli.xqg_input(c, "T", "x y"))[:40]
+    row = sp.encode(prompt.xqg_input(c, "T", "x y"))[:40]
     batch[i, : len(row)] = row
   assert language_tags.languages_of(batch, prefixes) == ["ko", "ja"]
 
@@ -252,7 +256,7 @@ def test_prompt_prefixes_are_the_first_ids_of_every_prompt(setup):
 def test_tagged_batches_replace_only_the_decoder_start(setup):
   sp = spm.SentencePieceProcessor(model_file=setup["vocab"])
   size = sp.get_piece_size()
-  rows = [sp.encode(generate_cli.xqg_input(c, "", PASSAGES[0][1]))[:60] for c in ("ja", "ko")]
+  rows = [sp.encode(prompt.xqg_input(c, "", PASSAGES[0][1]))[:60] for c in ("ja", "ko")]
   enc = np.zeros((2, 64), np.int32)
   for i, r in enumerate(rows):
     enc[i, : len(r)] = r
@@ -268,6 +272,7 @@ def test_tagged_batches_replace_only_the_decoder_start(setup):
     lambda *a: iter([batch]), setup["vocab"], model_vocab_size=size + language_tags.NUM_TAGS
   )
   (out,) = list(factory(0, 0, 1))
+  assert factory.language_tags is True  # what the trainer's export records in the metadata
   ja, ko = language_tags.tag_id("ja", size), language_tags.tag_id("ko", size)
   assert out["decoder_input_tokens"][:, 0].tolist() == [ja, ko]
   assert (out["decoder_input_tokens"][:, 1:] == dec[:, 1:]).all()
@@ -286,10 +291,17 @@ def test_tagged_checkpoint_decodes_from_the_language_tag(setup, capsys):
   params = nn.meta.unbox(t5.init_params(config, jax.random.PRNGKey(1)))
   run_dir = setup["root"] / "tagged_run"
   ckpt = str(run_dir / "final")
-  save_checkpoint(ckpt, params, config, model_kind="mt5", extra={"vocabulary": setup["vocab"]})
-  # --language_tags auto follows the training run's recorded gin config.
+  vocab = {"vocabulary": setup["vocab"]}
+  # --language_tags auto follows the checkpoint's metadata; a checkpoint exported before
+  # the key existed falls back to the training run's recorded gin config.
+  save_checkpoint(ckpt, params, config, model_kind="mt5", extra=vocab)
   assert not language_tags.trained_with_language_tags(ckpt)
   (run_dir / "config.gin").write_text("trainer.train.train_batches = @tagged_batches()\n")
+  assert language_tags.trained_with_language_tags(ckpt)
+  save_checkpoint(ckpt, params, config, model_kind="mt5", extra={**vocab, "language_tags": False})
+  assert not language_tags.trained_with_language_tags(ckpt)  # the metadata wins
+  (run_dir / "config.gin").unlink()
+  save_checkpoint(ckpt, params, config, model_kind="mt5", extra={**vocab, "language_tags": True})
   assert language_tags.trained_with_language_tags(ckpt)
   out = setup["root"] / "tagged.jsonl"
   args = _args(setup, out, "--languages=ja,ko", "--strategy=greedy")
@@ -298,7 +310,7 @@ def test_tagged_checkpoint_decodes_from_the_language_tag(setup, capsys):
   # Independent: the prompt decoded from the Korean tag, ids past the vocabulary masked.
   _, text, title = PASSAGES[1]
   ids = np.zeros((1, 32), np.int32)
-  row = sp.encode(generate_cli.xqg_input("ko", title, text))[:31] + [1]
+  row = sp.encode(prompt.xqg_input("ko", title, text))[:31] + [1]
   ids[0, : len(row)] = row
   tokens = decoding.generate(
     params,
@@ -330,8 +342,20 @@ def test_tagged_checkpoint_decodes_from_the_language_tag(setup, capsys):
   assert "not trained with language tags" in capsys.readouterr().err
 
 
+def test_trainer_export_records_language_tags_for_auto(setup):
+  from xtr_jax.training import trainer  # noqa: PLC0415
+
+  config = tiny_config(vocab_size=600, d_model=32, d_kv=8, num_heads=4, d_ff=64)
+  params = nn.meta.unbox(t5.init_params(config, jax.random.PRNGKey(2)))
+  task = trainer.ModelTask(config, kind="xqg")
+  for tagged in (True, False):
+    out = str(setup["root"] / f"export_{tagged}" / "final")
+    trainer.export_final(out, params, task, setup["vocab"], language_tags=tagged)
+    assert language_tags.trained_with_language_tags(out) is tagged
+
+
 def test_script_share_counts_the_dominant_script():
-  from xtr_jax.models import script_share  # noqa: PLC0415
+  from xtr_jax.xqg import script_share  # noqa: PLC0415
 
   pairs = [
     ("ja", "東京はどこですか?"),  # Han + Kana

@@ -1,9 +1,11 @@
-"""Autoregressive decoding for the mT5 generator (xQG): greedy, top-k sampling, beam search.
+"""Autoregressive decoding for the xQG generators: greedy, top-k sampling, beam search.
 
 Every strategy is written against a *step function* ``step_fn(cache, token_ids[B, 1]) ->
 (logits[B, V], cache)`` so the search logic is independent of the network (tests drive it with
 hand-built logit tables) and runs under one ``jax.jit`` with a ``lax.while_loop`` that stops as
-soon as every sequence has ended. ``generate`` binds the step function to ``t5.decode_step``.
+soon as every sequence has ended. ``generate`` binds the step function to the cached decoder of
+either generator, mT5 (``t5.Transformer``) or BERT2BERT (``bert2bert.Bert2Bert``, which works
+in its output ids), through their common ``encode``/``decode`` methods.
 
 Conventions (those of T5/t5x and Hugging Face): decoding starts from ``start_id`` (0), a
 sequence ends with ``eos_id`` (1) which is kept in the output, and every position after it is
@@ -22,6 +24,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from xtr_jax.models import t5
+from xtr_jax.models.bert2bert import Bert2BertConfig, seq2seq_model
 from xtr_jax.models.config import T5Config
 
 Array = jax.Array
@@ -282,7 +285,7 @@ def generate(
   input_ids: Array,
   rng: Array,
   *,
-  config: T5Config,
+  config: T5Config | Bert2BertConfig,
   strategy: str = "greedy",
   max_decode_length: int = 64,
   num_return: int = 1,
@@ -294,7 +297,9 @@ def generate(
   vocab_limit: int | None = None,
   suppress_ids: tuple[int, ...] = (),
 ) -> DecodeOutput:
-  """Encodes ``input_ids`` [B, L] (0 = padding) and decodes ``num_return`` outputs each.
+  """Encodes ``input_ids`` [B, L] (``config.pad_token_id`` = padding) and decodes
+  ``num_return`` outputs each (in the model's output ids: a BERT2BERT generator with a
+  restricted vocabulary maps them back with ``bert2bert.to_token_ids``).
 
   ``start_ids`` [B]: per-input decoder start ids (language tags, ``language_tags.py``) instead
   of ``config.decoder_start_token_id``; ids at or past ``vocab_limit`` and ``suppress_ids``
@@ -308,9 +313,9 @@ def generate(
     raise ValueError(f"strategy={strategy!r}; expected one of {STRATEGIES}")
   if strategy == "greedy" and num_return != 1:
     raise ValueError(f"greedy decoding gives one output per input; got num_return={num_return}")
-  model = t5.Transformer(config)
+  model = seq2seq_model(config)
   mask = (input_ids != config.pad_token_id).astype(jnp.int32)
-  encoded = model.apply({"params": params}, input_ids, mask, method=t5.Transformer.encode)
+  encoded = model.apply({"params": params}, input_ids, mask, method=type(model).encode)
   batch = input_ids.shape[0]
   rows = beam_size if strategy == "beam" else num_return
   encoded, mask = repeat_batch((encoded, mask), rows)

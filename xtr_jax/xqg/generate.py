@@ -1,8 +1,10 @@
-"""``xtr-jax generate``: xQG questions for every passage of a corpus, in many languages.
+"""xQG questions for every passage of a corpus, in many languages (the library behind
+``xtr-jax generate``).
 
 Each passage and language becomes the prompt ``Generate a {Language} question for this
-passage: {title} {text}`` (the data wing's seq2seq task input); the mT5 generator decodes
-``--num_questions`` questions per prompt with greedy, top-k sampling or beam search, batched
+passage: {title} {text}`` (``data/xqg_prompt.py``); an encoder-decoder generator (mT5, or the
+BERT2BERT model warm-started from a pretrained encoder, ``models/bert2bert.py``) decodes
+``num_questions`` questions per prompt with greedy, top-k sampling or beam search, batched
 and sharded over the local devices.
 
 Output: JSONL ``{"docid": ..., "generated_queries": {code: [question, ...]}}`` (the published
@@ -11,15 +13,14 @@ questions can train a retriever directly.
 
 Crash safety: both files are append-only; after each batch they are flushed and fsynced and
 then ``OUTPUT.progress.json`` (written atomically) records their byte sizes, the number of
-passages done and the settings. A rerun with the same flags truncates the files to the recorded
-sizes (dropping any half-written batch or line) and continues after the last finished passage.
-Sampling keys are derived from the seed and the passage position, so a resumed run writes the
-same bytes as an uninterrupted one.
+passages done and the settings. A rerun with the same settings truncates the files to the
+recorded sizes (dropping any half-written batch or line) and continues after the last finished
+passage. Sampling keys are derived from the seed and the passage position, so a resumed run
+writes the same bytes as an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
 import json
@@ -32,28 +33,14 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-import gin
-from xtr_jax.checkpoints.orbax_io import (
-  check_config_matches_gin,
-  check_vocabulary,
-  load_checkpoint,
-)
 from xtr_jax.data.languages import language_name
 from xtr_jax.data.readers import read_corpus
-from xtr_jax.gin_utils import parse_args_with_gin
-from xtr_jax.index.encode import Tokenizer
-from xtr_jax.models import decoding, language_tags
-from xtr_jax.models.config import T5Config
+from xtr_jax.data.xqg_prompt import xqg_input
+from xtr_jax.io import atomic_write_json
+from xtr_jax.models import bert2bert, decoding
+from xtr_jax.xqg import language_tags
 
-# Must equal xtr_jax.data.preprocessors.XQG_PROMPT (checked by a test); copied here so the
-# command does not import TensorFlow.
-XQG_PROMPT = "Generate a {language} question for this passage: "
 PROGRESS_SUFFIX = ".progress.json"
-
-
-def xqg_input(code: str, title: str, text: str) -> str:
-  passage = f"{title} {text}" if title else text
-  return XQG_PROMPT.format(language=language_name(code)) + passage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,17 +82,29 @@ class DecodeSettings:
 
 
 def resolve_language_tags(settings: DecodeSettings, checkpoint_dir: str) -> DecodeSettings:
-  """Turns ``language_tags='auto'`` into yes/no from the checkpoint's training config."""
+  """Turns ``language_tags='auto'`` into yes/no from the checkpoint's recorded metadata."""
   if settings.language_tags != "auto":
     return settings
   tagged = language_tags.trained_with_language_tags(checkpoint_dir)
   return dataclasses.replace(settings, language_tags="yes" if tagged else "no")
 
 
-class QuestionGenerator:
-  """Jitted, device-sharded prompt -> questions, for one mT5 checkpoint."""
+def _unk_id(tokenizer) -> int | None:
+  """The tokenizer's unknown-piece id (SentencePiece or a ``tokenizers`` unigram model)."""
+  if hasattr(tokenizer, "sp"):
+    return tokenizer.sp.unk_id()
+  return tokenizer.tokenizer.token_to_id("<unk>")
 
-  def __init__(self, params, config: T5Config, tokenizer, settings: DecodeSettings):
+
+class QuestionGenerator:
+  """Jitted, device-sharded prompt -> questions, for one encoder-decoder checkpoint.
+
+  Works in the model's output ids: for a generator with a restricted output vocabulary
+  (``Bert2BertConfig.output_vocab``) decoded ids are mapped back to the tokenizer's ids
+  before detokenising, and the unk piece is suppressed by its output id.
+  """
+
+  def __init__(self, params, config, tokenizer, settings: DecodeSettings):
     settings.check()
     self.config, self.tokenizer, self.settings = config, tokenizer, settings
     devices = np.array(jax.devices())
@@ -113,7 +112,8 @@ class QuestionGenerator:
     mesh = Mesh(devices, ("data",))
     self.batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
     self.params = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
-    self.sp_size = tokenizer.sp.get_piece_size()
+    self.sp_size = tokenizer.vocab_size
+    self.restricted = isinstance(config, bert2bert.Bert2BertConfig)
     if settings.language_tags == "auto":
       raise ValueError("resolve --language_tags=auto first (trained_with_language_tags)")
     self.use_tags = settings.language_tags == "yes"
@@ -126,6 +126,10 @@ class QuestionGenerator:
   def round_rows(self, rows: int) -> int:
     return -(-rows // self.num_devices) * self.num_devices
 
+  def output_id(self, token_id: int) -> int | None:
+    """The model's output id of a tokenizer id (None: outside a restricted vocabulary)."""
+    return self.config.output_id(token_id) if self.restricted else token_id
+
   def __call__(
     self, prompts: list[str], rng: jax.Array, rows: int, codes: list[str] | None = None
   ) -> list[list[str]]:
@@ -135,8 +139,10 @@ class QuestionGenerator:
     """
     s = self.settings
     decode_kw: dict = {}
-    if s.suppress_unk:
-      decode_kw["suppress_ids"] = (self.tokenizer.sp.unk_id(),)
+    unk = _unk_id(self.tokenizer)
+    unk = None if unk is None else self.output_id(unk)
+    if s.suppress_unk and unk is not None:
+      decode_kw["suppress_ids"] = (unk,)
     if self.use_tags:
       if codes is None or len(codes) != len(prompts):
         raise ValueError("a language-tagged generator needs one language code per prompt")
@@ -146,7 +152,7 @@ class QuestionGenerator:
         start_ids=jax.device_put(start, self.batch_sharding), vocab_limit=self.sp_size
       )
     ids = self.tokenizer.encode(prompts, s.max_input_length)
-    batch = np.zeros((rows, s.max_input_length), np.int32)
+    batch = np.full((rows, s.max_input_length), self.tokenizer.pad_id, np.int32)
     for i, row in enumerate(ids):
       batch[i, : len(row)] = row
     out = decoding.generate(
@@ -167,23 +173,16 @@ class QuestionGenerator:
     return [[self.detokenize(t) for t in tokens[i]] for i in range(len(prompts))]
 
   def detokenize(self, tokens) -> str:
-    """Text up to EOS; ids past the SentencePiece model (mT5 pads its vocabulary) -> unk."""
-    sp = self.tokenizer.sp
+    """Text up to EOS. Output ids are mapped back to tokenizer ids (restricted vocabulary);
+    ids past the tokenizer (mT5 pads its vocabulary, language tags) become unk."""
     ids = decoding.trim_at_eos(tokens, self.config.eos_token_id)
-    size, unk = sp.get_piece_size(), sp.unk_id()
-    return sp.decode([i if i < size else unk for i in ids])
+    if self.restricted and ids:
+      ids = bert2bert.to_token_ids(self.config, np.asarray(ids)).tolist()
+    unk = _unk_id(self.tokenizer)
+    return self.tokenizer.decode([i if i < self.sp_size else unk for i in ids])
 
 
 # ------------------------------------------------------------------------ resumable output
-
-
-def _atomic_write_json(path: str, obj) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
 
 
 def _open_for_resume(path: str, size: int) -> object:
@@ -309,7 +308,7 @@ def generate_corpus(
       done += len(batch)
       new += len(batch)
       state.update(passages=done, output_bytes=out.tell(), last_docid=batch[-1].id)
-      _atomic_write_json(progress_path, {"settings": settings, "state": state})
+      atomic_write_json(progress_path, {"settings": settings, "state": state})
       if bar is not None:
         bar.update(len(batch))
   finally:
@@ -320,105 +319,3 @@ def generate_corpus(
       bar.close()
   seconds = time.time() - t0
   return {"passages": done, "new_passages": new, "seconds": seconds}
-
-
-# --------------------------------------------------------------------------------- command
-
-
-def main(argv: list[str]) -> int:
-  parser = argparse.ArgumentParser(prog="xtr-jax generate", description=__doc__.split("\n")[0])
-  parser.add_argument("--checkpoint", required=True, help="mT5 (model_kind 'mt5') checkpoint.")
-  parser.add_argument("--corpus", required=True, help="TSV corpus: id, text, title (header).")
-  parser.add_argument("--output", required=True, help="Generated-questions JSONL to write.")
-  parser.add_argument("--languages", required=True, help="Comma-separated codes, e.g. ja,ko.")
-  parser.add_argument("--num_questions", type=int, default=1, help="Questions per language.")
-  parser.add_argument("--strategy", default="topk", choices=decoding.STRATEGIES)
-  parser.add_argument("--top_k", type=int, default=10, help="topk: sample among the k best.")
-  parser.add_argument("--temperature", type=float, default=1.0)
-  parser.add_argument("--beam_size", type=int, default=4)
-  parser.add_argument("--alpha", type=float, default=0.6, help="Beam length penalty.")
-  parser.add_argument(
-    "--language_tags",
-    default="auto",
-    choices=("auto", "yes", "no"),
-    help="Start decoding from the language's tag (models trained with language_tags."
-    "tagged_batches); auto: when the training run's config.gin (next to the checkpoint) used it.",
-  )
-  parser.add_argument(
-    "--allow_unk", action="store_true", help="Let decoding emit the unk piece (off by default)."
-  )
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--batch_size", type=int, default=16, help="Passages per step.")
-  parser.add_argument("--max_input_length", type=int, default=256)
-  parser.add_argument("--max_decode_length", type=int, default=64)
-  parser.add_argument("--vocabulary", help="SentencePiece model (default: the checkpoint's).")
-  parser.add_argument("--swim_ir_output", help="Also write SWIM-IR layout records here.")
-  parser.add_argument("--max_batches", type=int, help="Stop after this many batches.")
-  parser.add_argument("--no_progress", action="store_true", help="No progress bar.")
-  args = parse_args_with_gin(parser, argv)
-  try:
-    return _run(parser, args)
-  finally:
-    gin.clear_config()  # leave no locked config behind for in-process callers (tests)
-
-
-def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-  languages = [c.strip() for c in args.languages.split(",") if c.strip()]
-  if not languages:
-    parser.error("--languages is empty")
-  try:
-    for c in languages:
-      language_name(c)
-    settings = DecodeSettings(
-      strategy=args.strategy,
-      num_questions=args.num_questions,
-      top_k=args.top_k,
-      temperature=args.temperature,
-      beam_size=args.beam_size,
-      alpha=args.alpha,
-      max_input_length=args.max_input_length,
-      max_decode_length=args.max_decode_length,
-      language_tags=args.language_tags,
-      suppress_unk=not args.allow_unk,
-    )
-    settings.check()
-  except ValueError as e:
-    parser.error(str(e))
-  if not os.path.isfile(args.corpus):
-    parser.error(f"--corpus {args.corpus}: file not found")
-
-  ckpt = load_checkpoint(args.checkpoint)
-  if ckpt.model_kind != "mt5":
-    parser.error(
-      f"--checkpoint {args.checkpoint} has model_kind={ckpt.model_kind!r}; generation needs "
-      "an encoder-decoder ('mt5') checkpoint"
-    )
-  check_config_matches_gin(ckpt.config, args.checkpoint)
-  vocabulary = args.vocabulary or ckpt.extra.get("vocabulary")
-  if not vocabulary:
-    parser.error("--vocabulary is required: the checkpoint records no vocabulary")
-  check_vocabulary(ckpt.extra, vocabulary, args.checkpoint)
-  tokenizer = Tokenizer(vocabulary, ckpt.config.vocab_size, ckpt.config.eos_token_id)
-  settings = resolve_language_tags(settings, args.checkpoint)
-  try:
-    generator = QuestionGenerator(ckpt.params, ckpt.config, tokenizer, settings)
-  except ValueError as e:
-    parser.error(str(e))
-  stats = generate_corpus(
-    args.corpus,
-    args.output,
-    generator,
-    languages,
-    batch_size=args.batch_size,
-    seed=args.seed,
-    swim_ir_output=args.swim_ir_output,
-    fingerprint=ckpt.fingerprint,
-    progress=not args.no_progress,
-    max_batches=args.max_batches,
-  )
-  print(
-    f"generated {args.output}: {stats['passages']} passages ({stats['new_passages']} new, "
-    f"{stats['seconds']:.1f}s)"
-  )
-  return 0

@@ -10,19 +10,22 @@ directly through self-attention.
 The tags live *past* the SentencePiece vocabulary: tag ``i`` is id ``sp_size + i`` (``i`` = the
 code's position in ``TAG_CODES``), so the model config needs ``vocab_size >= sp_size +
 len(TAG_CODES)`` (``MODEL_VOCAB_SIZE`` in ``gin/runs/train_xqg_cpu.gin``); public mT5 (12 spare
-ids) has no room, so its fine-tuning recipe (``train_xqg.gin``) does not use tags. ``xtr-jax
-generate --language_tags auto`` decodes with tags when the training run's ``config.gin`` used
-``tagged_batches``.
+ids) has no room, so its fine-tuning recipe (``train_xqg.gin``) does not use tags. The batch
+factory ``tagged_batches`` returns says so (``factory.language_tags``); the trainer records it
+in the exported checkpoint's metadata (``extra['language_tags']``), and ``xtr-jax generate
+--language_tags auto`` decodes with tags when that says so.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
 import gin
+from xtr_jax.data.xqg_prompt import xqg_input
 
 # Frozen order (never reorder: a trained model's tag ids depend on it; append new codes).
 TAG_CODES: tuple[str, ...] = (
@@ -31,6 +34,7 @@ TAG_CODES: tuple[str, ...] = (
   "te", "th", "tr", "ur", "vi", "yo", "zh",
 )  # fmt: skip
 NUM_TAGS = len(TAG_CODES)
+METADATA_KEY = "language_tags"  # checkpoint extra: True when trained on tagged_batches
 
 BatchFactory = Callable[..., Iterator[dict[str, np.ndarray]]]
 
@@ -48,17 +52,26 @@ def has_room(model_vocab_size: int, sp_size: int) -> bool:
 
 
 def trained_with_language_tags(checkpoint_dir: str) -> bool:
-  """Whether the run that wrote ``DIR/final`` used ``tagged_batches`` (its ``DIR/config.gin``).
+  """Whether the model in ``checkpoint_dir`` was trained on ``tagged_batches``.
 
-  The trainer records its parsed gin config next to the exported model; a checkpoint without
-  one (imported, converted) is taken as untagged.
+  Read from the checkpoint's metadata (``extra['language_tags']``, written by the trainer's
+  export). Checkpoints exported before that key existed fall back to the old evidence, the
+  training run's ``config.gin`` next to ``DIR/final`` naming ``tagged_batches``; one with
+  neither (imported, converted) is taken as untagged.
   """
+  from xtr_jax.checkpoints.orbax_io import load_metadata  # noqa: PLC0415 (checkpoints wing)
+
+  extra = load_metadata(checkpoint_dir).get("extra", {})
+  if METADATA_KEY in extra:
+    return bool(extra[METADATA_KEY])
   run_dir = os.path.dirname(os.path.abspath(checkpoint_dir).rstrip(os.sep))
   path = os.path.join(run_dir, "config.gin")
   if not os.path.isfile(path):
     return False
   with open(path, encoding="utf-8") as f:
-    return "tagged_batches" in f.read()
+    tagged = "tagged_batches" in f.read()
+  logging.info("%s records no %r; %s says %s", checkpoint_dir, METADATA_KEY, path, tagged)
+  return tagged
 
 
 def prompt_prefixes(sp, codes=TAG_CODES) -> dict[str, list[int]]:
@@ -67,8 +80,6 @@ def prompt_prefixes(sp, codes=TAG_CODES) -> dict[str, list[int]]:
   SentencePiece splits on whitespace first, so these ids are exactly the first ids of every
   tokenised ``xqg_input(code, title, text)`` (checked by a test).
   """
-  from xtr_jax.models.generate_cli import xqg_input  # noqa: PLC0415 (it imports this module)
-
   return {c: sp.encode(xqg_input(c, "", "").rstrip()) for c in codes}
 
 
@@ -116,4 +127,5 @@ def tagged_batches(
       batch["decoder_input_tokens"] = dec
       yield batch
 
+  factory.language_tags = True  # type: ignore[attr-defined] (recorded by the trainer's export)
   return factory
