@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from xtr_jax.index import sharded_index as si
 from xtr_jax.index import store
 from xtr_jax.index.scann_index import ScannParams
-from xtr_jax.scale import sharded_index as si
 
 DIM = 16
 SIZES = (700, 1100, 900)  # tokens per shard (unequal on purpose)

@@ -25,7 +25,7 @@ def merge_top_k(
   return out_ids, out_scores
 
 
-def _select_top_k(ids: np.ndarray, scores: np.ndarray, k: int):
+def select_top_k(ids: np.ndarray, scores: np.ndarray, k: int):
   """Exact top-``k`` per row by (score descending, id ascending), unsorted; [Q, >= k] in.
 
   ``argpartition`` alone picks arbitrarily among ties at the k-th score; the rare rows with
@@ -53,7 +53,7 @@ def _fold_top_k(top_ids, top_scores, sims: np.ndarray, start: int, k: int):
     ids = np.broadcast_to(np.arange(start, start + sims.shape[1]), sims.shape)
     if top_ids is not None:
       ids, sims = np.concatenate([top_ids, ids], 1), np.concatenate([top_scores, sims], 1)
-    return _select_top_k(ids, sims, min(k, sims.shape[1]))
+    return select_top_k(ids, sims, min(k, sims.shape[1]))
   rows, cols = np.nonzero(sims > top_scores.min(axis=1, keepdims=True))
   if rows.size == 0:
     return top_ids, top_scores
@@ -65,7 +65,7 @@ def _fold_top_k(top_ids, top_scores, sims: np.ndarray, start: int, k: int):
   new_scores[rows, pos] = sims[rows, cols]
   ids = np.concatenate([top_ids, new_ids], 1)
   scores = np.concatenate([top_scores, new_scores], 1)
-  return _select_top_k(ids, scores, k)
+  return select_top_k(ids, scores, k)
 
 
 class BruteForceSearcher:

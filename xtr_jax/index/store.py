@@ -7,6 +7,8 @@ Layout (format ``xtr_jax.token_index`` version 1)::
   token_to_passage.npy   int32 [num_tokens]: passage row of each token vector
   vectors.npy            float16 [num_tokens, proj_dim] (for exact MaxSim / brute force)
   segments/seg_{i:05d}/  one ScaNN searcher per token range (``scann`` backend)
+  compact/seg_{i:05d}/   inverted lists + PQ codes per token range (``compact`` backend,
+                         ``compact.py``; its tokens are stored list by list, see there)
 
 Tokens ``[0, num_corpus_tokens)`` come from the corpus; the rest are extra vectors
 (e.g. xQG generated-question tokens) appended with ``build_index(extra_vectors=...)``.
@@ -28,14 +30,17 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from xtr_jax.index import compact
 from xtr_jax.index.brute_force import BruteForceSearcher, merge_top_k
 from xtr_jax.index.encode import atomic_write_json
 from xtr_jax.index.scann_index import ScannParams, ScannSearcher
 
 FORMAT = "xtr_jax.token_index"
 VERSION = 1
+SHARDED_FORMAT = "xtr_jax.sharded_token_index"  # a directory of indexes (sharded_index.py)
+SHARDED_VERSION = 1
 MANIFEST = "manifest.json"
-BACKENDS = ("scann", "brute_force")
+BACKENDS = ("scann", "brute_force", "compact")
 
 ExtraVectors = Iterable[tuple[int | str, np.ndarray]]
 
@@ -101,6 +106,7 @@ def build_index(
   vocabulary_fingerprint: str = "",
   backend: str = "scann",
   scann_params: ScannParams = ScannParams(),
+  compact_params: compact.CompactParams = compact.CompactParams(),
   segment_tokens: int = 0,
   extra_vectors: ExtraVectors | None = None,
   extra_weight: float = 1.0,
@@ -114,6 +120,9 @@ def build_index(
   (so with unit vectors their dot products are multiplied by it). ``segment_tokens`` > 0
   splits the token table into ScaNN searchers of at most that many tokens, searched one by
   one and merged exactly (for corpora whose single searcher would not fit in memory).
+  ``backend='compact'``: inverted lists + PQ codes (``compact.py``), built from ``vectors``
+  read in chunks (a memory map is fine) and resumable: its trained quantiser and encoded
+  chunks survive an interruption in ``.NAME.compact-work`` beside ``output_dir``.
   """
   if backend not in BACKENDS:
     raise IndexFormatError(f"backend={backend!r}; expected one of {BACKENDS}")
@@ -128,8 +137,10 @@ def build_index(
   ):
     raise IndexFormatError(f"token_to_passage has rows outside [0, {len(passage_ids)})")
   num_corpus_tokens = vectors.shape[0]
+  if backend != "compact" or extra_vectors is not None:  # compact streams from disk
+    vectors = vectors.astype(np.float16)
   vectors, token_to_passage, num_extra = _append_extra(
-    vectors.astype(np.float16), token_to_passage, passage_ids, extra_vectors, extra_weight
+    vectors, token_to_passage, passage_ids, extra_vectors, extra_weight
   )
   n = vectors.shape[0]
   output_dir = os.path.abspath(output_dir.rstrip("/"))
@@ -144,24 +155,16 @@ def build_index(
   os.makedirs(tmp)
   try:
     t0 = time.time()
-    np.save(os.path.join(tmp, "vectors.npy"), vectors)
-    np.save(os.path.join(tmp, "token_to_passage.npy"), token_to_passage)
     with open(os.path.join(tmp, "passage_ids.json"), "w") as f:
       json.dump(list(passage_ids), f)
-    segments = []
     step = segment_tokens if segment_tokens > 0 else max(n, 1)
-    built_params = scann_params
-    for i, start in enumerate(range(0, n, step)):
-      end = min(n, start + step)
-      seg = {"start": start, "end": end}
-      if backend == "scann":
-        seg["dir"] = f"segments/seg_{i:05d}"
-        searcher = ScannSearcher.build(vectors[start:end], scann_params)
-        searcher.serialize(os.path.join(tmp, seg["dir"]))
-        built_params = searcher.params if i == 0 else built_params
-      segments.append(seg)
+    ranges = [(start, min(n, start + step)) for start in range(0, n, step)]
+    if backend == "compact":
+      work = os.path.join(parent, f".{name}.compact-work")
+      built, stored = _write_compact(tmp, work, vectors, token_to_passage, ranges, compact_params)
+    else:
+      built, stored = _write_scann(tmp, vectors, token_to_passage, ranges, backend, scann_params)
     build_seconds = time.time() - t0
-    scann_bytes = _dir_bytes(os.path.join(tmp, "segments")) if backend == "scann" else 0
     manifest = {
       "format": FORMAT,
       "version": VERSION,
@@ -174,14 +177,9 @@ def build_index(
       "num_extra_tokens": int(num_extra),
       "extra_weight": float(extra_weight),
       "backend": backend,
-      "scann": dataclasses.asdict(built_params),
-      "segments": segments,
+      **built,
       "build_seconds": round(build_seconds, 3),
-      "bytes_per_token": {
-        "vectors_float16": 2 * int(vectors.shape[1]),
-        "scann": round(scann_bytes / max(n, 1), 2),
-        "token_to_passage": 4,
-      },
+      "bytes_per_token": _bytes_per_token(tmp, backend, n, int(vectors.shape[1]), stored),
       **(metadata or {}),
     }
     atomic_write_json(os.path.join(tmp, MANIFEST), manifest)
@@ -195,7 +193,67 @@ def build_index(
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
+  shutil.rmtree(os.path.join(parent, f".{name}.compact-work"), ignore_errors=True)
   return manifest
+
+
+def _write_scann(tmp, vectors, token_to_passage, ranges, backend, scann_params):
+  """vectors.npy, token_to_passage.npy and one ScaNN searcher per range (``scann``)."""
+  np.save(os.path.join(tmp, "vectors.npy"), vectors)
+  np.save(os.path.join(tmp, "token_to_passage.npy"), token_to_passage)
+  segments, built_params = [], scann_params
+  for i, (start, end) in enumerate(ranges):
+    seg = {"start": start, "end": end}
+    if backend == "scann":
+      seg["dir"] = f"segments/seg_{i:05d}"
+      searcher = ScannSearcher.build(vectors[start:end], scann_params)
+      searcher.serialize(os.path.join(tmp, seg["dir"]))
+      built_params = searcher.params if i == 0 else built_params
+    segments.append(seg)
+  return {"scann": dataclasses.asdict(built_params), "segments": segments}, True
+
+
+def _write_compact(tmp, work, vectors, token_to_passage, ranges, params):
+  """One compact segment per range; tokens re-stored list by list within each range, so
+  ``token_to_passage.npy`` and the optional ``vectors.npy`` follow that order and
+  ``token_order.npy`` maps each stored token back to its input id."""
+  n, d = vectors.shape
+  order = np.empty((n,), np.int64)
+  segments, built = [], {}
+  for i, (start, end) in enumerate(ranges):
+    seg = {"start": start, "end": end, "dir": f"{compact.COMPACT_DIR}/seg_{i:05d}"}
+    local, built = compact.build_segment(
+      vectors, start, end, params, os.path.join(tmp, seg["dir"]), os.path.join(work, f"seg_{i:05d}")
+    )
+    order[start:end] = local + start
+    segments.append(seg)
+  np.save(os.path.join(tmp, "token_order.npy"), order)
+  np.save(os.path.join(tmp, "token_to_passage.npy"), np.asarray(token_to_passage)[order])
+  if params.keep_vectors:
+    out = np.lib.format.open_memmap(os.path.join(tmp, "vectors.npy"), "w+", np.float16, (n, d))
+    for s in range(0, n, params.chunk_tokens):
+      idx = order[s : s + params.chunk_tokens]
+      srt = np.argsort(idx)
+      block = np.empty((idx.size, d), np.float16)
+      block[srt] = np.asarray(vectors[idx[srt]], np.float16)  # sorted reads: page locality
+      out[s : s + idx.size] = block
+    out.flush()
+    del out
+  return {"compact": built, "segments": segments}, params.keep_vectors
+
+
+def _bytes_per_token(tmp: str, backend: str, n: int, dim: int, vectors_stored: bool) -> dict:
+  """Bytes per token by part; ``resident``: what a loaded index holds in RAM for search."""
+  n = max(n, 1)
+  out = {"vectors_float16": 2 * dim if vectors_stored else 0, "token_to_passage": 4}
+  if backend == "compact":
+    parts = _dir_bytes(os.path.join(tmp, compact.COMPACT_DIR))
+    out["compact"] = round(parts / n, 2)
+    out["resident"] = round((parts + 4 * n) / n, 2)
+  else:
+    scann_bytes = _dir_bytes(os.path.join(tmp, "segments")) if backend == "scann" else 0
+    out["scann"] = round(scann_bytes / n, 2)
+  return out
 
 
 def _read_json(path: str, what: str):
@@ -208,7 +266,7 @@ def _read_json(path: str, what: str):
     raise IndexFormatError(f"{path}:{e.lineno}: malformed {what} JSON: {e.msg}") from e
 
 
-def _load_npy(path: str, mmap: bool = False) -> np.ndarray:
+def load_npy(path: str, mmap: bool = False) -> np.ndarray:
   try:
     return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
   except Exception as e:  # numpy raises ValueError, EOFError, TokenError, ... without the path
@@ -243,7 +301,7 @@ def read_manifest(index_dir: str) -> dict:
   manifest = _read_json(path, "manifest")
   if not isinstance(manifest, dict):
     raise IndexFormatError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
-  if manifest.get("format") == "xtr_jax.sharded_token_index":  # xtr_jax/scale/sharded_index
+  if manifest.get("format") == SHARDED_FORMAT:
     return manifest
   if manifest.get("format") != FORMAT:
     raise IndexFormatError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
@@ -289,13 +347,17 @@ def load_index(
   expected_fingerprint: str | None = None,
   backend: str | None = None,
   mmap: bool = True,
+  compact_nprobe: int = 0,
 ) -> TokenIndex:
-  """Loads and checks an index; ``backend='brute_force'`` searches the stored vectors."""
+  """Loads and checks an index; ``backend='brute_force'`` searches the stored vectors.
+
+  ``compact_nprobe`` > 0 overrides the lists searched per query token of a compact index.
+  The float16 vectors are memory-mapped (``mmap``), so a compact index keeps only its codes,
+  centroids and token->passage rows resident; ``vectors`` is None when it was built without.
+  """
   manifest = read_manifest(index_dir)
   if manifest["format"] != FORMAT:  # a set of shards: one TokenIndex over all of them
-    from xtr_jax.scale.sharded_index import load_sharded_index  # noqa: PLC0415
-
-    return load_sharded_index(index_dir, expected_fingerprint, backend, mmap)
+    return load_sharded_index(index_dir, expected_fingerprint, backend, mmap, compact_nprobe)
   got = manifest.get("model_fingerprint")
   if expected_fingerprint is not None and got != expected_fingerprint:
     raise IndexFormatError(
@@ -303,7 +365,23 @@ def load_index(
       f"{expected_fingerprint!r}; rebuild the index with this checkpoint"
     )
   _check_manifest(os.path.join(index_dir, MANIFEST), manifest)
-  files = ["passage_ids.json", "token_to_passage.npy", "vectors.npy"]
+  built = manifest["backend"]
+  backend = backend or built
+  if backend not in BACKENDS:
+    raise IndexFormatError(f"backend={backend!r}; expected one of {BACKENDS}")
+  if backend != "brute_force" and backend != built and "compact" in (backend, built):
+    raise IndexFormatError(
+      f"{os.path.join(index_dir, MANIFEST)}: a {built!r} index, cannot be searched as "
+      f"{backend!r} (backend='brute_force' searches its float16 vectors, if stored)"
+    )
+  has_vectors = os.path.isfile(os.path.join(index_dir, "vectors.npy"))
+  if backend == "brute_force" and not has_vectors:
+    raise FileNotFoundError(
+      f"index file missing: {os.path.join(index_dir, 'vectors.npy')} (built without float16 "
+      "vectors: brute force, exact mode and re-scoring need them)"
+    )
+  files = ["passage_ids.json", "token_to_passage.npy"]
+  files += ["vectors.npy"] if built != "compact" else []  # optional there
   for name in files:
     if not os.path.isfile(os.path.join(index_dir, name)):
       raise FileNotFoundError(f"index file missing: {os.path.join(index_dir, name)}")
@@ -311,20 +389,23 @@ def load_index(
   passage_ids = _read_json(ids_path, "passage ids")
   if not isinstance(passage_ids, list) or not all(isinstance(p, str) for p in passage_ids):
     raise IndexFormatError(f"{ids_path}: expected a JSON list of passage id strings")
-  t2p = _load_npy(os.path.join(index_dir, "token_to_passage.npy"))
-  vectors = _load_npy(os.path.join(index_dir, "vectors.npy"), mmap)
-  for what, have, want in [
-    ("token_to_passage dims", t2p.ndim, 1),
-    ("vector dims", vectors.ndim, 2),
-  ]:
-    if have != want:
-      raise IndexFormatError(f"{index_dir}: {what} = {have}, expected {want}")
-  for what, have, want in [
+  t2p = load_npy(os.path.join(index_dir, "token_to_passage.npy"))
+  vpath = os.path.join(index_dir, "vectors.npy")
+  vectors = load_npy(vpath, mmap) if has_vectors else None
+  if t2p.ndim != 1:
+    raise IndexFormatError(f"{index_dir}: token_to_passage dims = {t2p.ndim}, expected 1")
+  if vectors is not None and vectors.ndim != 2:
+    raise IndexFormatError(f"{vpath}: vector dims = {vectors.ndim}, expected 2")
+  checks = [
     ("passages", len(passage_ids), manifest["num_passages"]),
     ("token_to_passage rows", t2p.shape[0], manifest["num_tokens"]),
-    ("vector rows", vectors.shape[0], manifest["num_tokens"]),
-    ("vector dim", vectors.shape[1], manifest["proj_dim"]),
-  ]:
+  ]
+  if vectors is not None:
+    checks += [
+      ("vector rows", vectors.shape[0], manifest["num_tokens"]),
+      ("vector dim", vectors.shape[1], manifest["proj_dim"]),
+    ]
+  for what, have, want in checks:
     if have != want:
       raise IndexFormatError(f"{index_dir}: {what} = {have} but manifest.json says {want}")
   if t2p.dtype.kind not in "iu" or (
@@ -333,7 +414,6 @@ def load_index(
     raise IndexFormatError(
       f"{index_dir}/token_to_passage.npy: dtype {t2p.dtype} or rows outside [0, {len(passage_ids)})"
     )
-  backend = backend or manifest["backend"]
   searchers: list[tuple[int, object]] = []
   for seg in manifest["segments"]:
     start, end = seg["start"], seg["end"]
@@ -346,8 +426,73 @@ def load_index(
       searchers.append(
         (start, ScannSearcher.load(os.path.join(index_dir, seg["dir"]), params, end - start))
       )
-    elif backend == "brute_force":
-      searchers.append((start, BruteForceSearcher(vectors[start:end])))
+    elif backend == "compact":
+      built_params = manifest.get("compact", {})
+      nprobe = compact_nprobe or built_params.get("nprobe", 1)
+      seg_dir = os.path.join(index_dir, seg.get("dir", ""))
+      dim, threads = manifest["proj_dim"], built_params.get("num_threads", 2)
+      searchers.append((start, compact.load_segment(seg_dir, end - start, dim, nprobe, threads)))
     else:
-      raise IndexFormatError(f"backend={backend!r}; expected one of {BACKENDS}")
+      searchers.append((start, BruteForceSearcher(vectors[start:end])))
   return TokenIndex(index_dir, manifest, passage_ids, t2p, vectors, searchers)
+
+
+class ConcatVectors:
+  """Read-only row view over per-shard (memory-mapped) vector arrays, for exact MaxSim."""
+
+  def __init__(self, parts: list[np.ndarray]):
+    self.parts = parts
+    self.offsets = np.cumsum([0] + [p.shape[0] for p in parts])
+    self.shape = (int(self.offsets[-1]), parts[0].shape[1])
+    self.ndim = 2
+    self.dtype = parts[0].dtype
+
+  def __len__(self) -> int:
+    return self.shape[0]
+
+  def __getitem__(self, idx) -> np.ndarray:
+    if isinstance(idx, slice):
+      idx = np.arange(*idx.indices(self.shape[0]))
+    idx = np.asarray(idx, np.int64)
+    flat = idx.reshape(-1)
+    out = np.empty((flat.shape[0], self.shape[1]), self.dtype)
+    which = np.searchsorted(self.offsets, flat, side="right") - 1
+    for s in np.unique(which):
+      sel = which == s
+      out[sel] = self.parts[s][flat[sel] - self.offsets[s]]
+    return out.reshape(idx.shape + (self.shape[1],))
+
+
+def load_sharded_index(
+  index_dir: str,
+  expected_fingerprint: str | None = None,
+  backend: str | None = None,
+  mmap: bool = True,
+  compact_nprobe: int = 0,
+) -> TokenIndex:
+  """One ``TokenIndex`` over all shards (global token ids and passage rows) of a directory
+  written by ``sharded_index.build_sharded_index``."""
+  path = os.path.join(index_dir, MANIFEST)
+  with open(path) as f:
+    manifest = json.load(f)
+  if manifest.get("format") != SHARDED_FORMAT or manifest.get("version") != SHARDED_VERSION:
+    raise IndexFormatError(f"{path}: not a {SHARDED_FORMAT} v{SHARDED_VERSION} manifest")
+  searchers, t2p, pids, vecs = [], [], [], []
+  token_off = passage_off = 0
+  for s in manifest["shards"]:
+    shard = load_index(
+      os.path.join(index_dir, s["dir"]), expected_fingerprint, backend, mmap, compact_nprobe
+    )
+    if (shard.manifest["num_tokens"], shard.num_passages) != (s["num_tokens"], s["num_passages"]):
+      raise IndexFormatError(f"{index_dir}: shard {s['dir']} changed since the manifest")
+    searchers += [(token_off + off, searcher) for off, searcher in shard.searchers]
+    t2p.append(shard.token_to_passage.astype(np.int64) + passage_off)
+    pids += shard.passage_ids
+    vecs.append(shard.vectors)
+    token_off += s["num_tokens"]
+    passage_off += s["num_passages"]
+  rows = np.concatenate(t2p)
+  rows = rows.astype(np.int32) if passage_off < 2**31 else rows
+  merged = dict(manifest, backend=backend or manifest["backend"])
+  vectors = None if any(v is None for v in vecs) else ConcatVectors(vecs)
+  return TokenIndex(index_dir, merged, pids, rows, vectors, searchers)

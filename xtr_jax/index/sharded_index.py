@@ -10,7 +10,8 @@ Layout (format ``xtr_jax.sharded_token_index`` version 1)::
   shard_00000/       a normal index (``store.build_index``), passage rows local to the shard
   shard_00001/ ...
 
-Loading reuses the index code's ``segments`` merge: every shard searcher becomes one more
+Reading lives with the other formats in ``store.py`` (``store.load_index`` opens a sharded
+directory too, so ``store`` never imports this module back); it reuses the ``segments`` merge: every shard searcher becomes one more
 (token offset, searcher) pair of a single ``TokenIndex``, whose ``search_tokens`` merges the
 per-shard top-k' exactly (ties to the smaller global token id). Token ids and passage rows
 are offset by the shards before, so results equal one index over the concatenated shards.
@@ -28,9 +29,11 @@ import numpy as np
 
 from xtr_jax.index import store
 from xtr_jax.index.encode import atomic_write_json
+from xtr_jax.index.store import SHARDED_FORMAT as FORMAT
+from xtr_jax.index.store import SHARDED_VERSION as VERSION
+from xtr_jax.index.store import ConcatVectors, load_sharded_index
 
-FORMAT = "xtr_jax.sharded_token_index"
-VERSION = 1
+__all__ = ["ConcatVectors", "load_sharded_index"]  # re-exported: they live in store.py
 SHARED_KEYS = ("model_fingerprint", "vocabulary_fingerprint", "proj_dim")
 COPIED_KEYS = ("checkpoint", "vocabulary", "encode")  # build-time paths Retriever reads
 
@@ -152,61 +155,3 @@ def build_sharded_index(
     with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=ctx) as pool:
       list(pool.map(_build_one, jobs))
   return write_sharded_manifest(output_dir, names, metadata)
-
-
-class ConcatVectors:
-  """Read-only row view over per-shard (memory-mapped) vector arrays, for exact MaxSim."""
-
-  def __init__(self, parts: list[np.ndarray]):
-    self.parts = parts
-    self.offsets = np.cumsum([0] + [p.shape[0] for p in parts])
-    self.shape = (int(self.offsets[-1]), parts[0].shape[1])
-    self.ndim = 2
-    self.dtype = parts[0].dtype
-
-  def __len__(self) -> int:
-    return self.shape[0]
-
-  def __getitem__(self, idx) -> np.ndarray:
-    if isinstance(idx, slice):
-      idx = np.arange(*idx.indices(self.shape[0]))
-    idx = np.asarray(idx, np.int64)
-    flat = idx.reshape(-1)
-    out = np.empty((flat.shape[0], self.shape[1]), self.dtype)
-    which = np.searchsorted(self.offsets, flat, side="right") - 1
-    for s in np.unique(which):
-      sel = which == s
-      out[sel] = self.parts[s][flat[sel] - self.offsets[s]]
-    return out.reshape(idx.shape + (self.shape[1],))
-
-
-def load_sharded_index(
-  index_dir: str,
-  expected_fingerprint: str | None = None,
-  backend: str | None = None,
-  mmap: bool = True,
-) -> store.TokenIndex:
-  """One ``TokenIndex`` over all shards (global token ids and passage rows)."""
-  path = os.path.join(index_dir, store.MANIFEST)
-  with open(path) as f:
-    manifest = json.load(f)
-  if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-    raise store.IndexFormatError(f"{path}: not a {FORMAT} v{VERSION} manifest")
-  searchers, t2p, pids, vecs = [], [], [], []
-  token_off = passage_off = 0
-  for s in manifest["shards"]:
-    shard = store.load_index(
-      os.path.join(index_dir, s["dir"]), expected_fingerprint, backend=backend, mmap=mmap
-    )
-    if (shard.manifest["num_tokens"], shard.num_passages) != (s["num_tokens"], s["num_passages"]):
-      raise store.IndexFormatError(f"{index_dir}: shard {s['dir']} changed since the manifest")
-    searchers += [(token_off + off, searcher) for off, searcher in shard.searchers]
-    t2p.append(shard.token_to_passage.astype(np.int64) + passage_off)
-    pids += shard.passage_ids
-    vecs.append(shard.vectors)
-    token_off += s["num_tokens"]
-    passage_off += s["num_passages"]
-  rows = np.concatenate(t2p)
-  rows = rows.astype(np.int32) if passage_off < 2**31 else rows
-  merged = dict(manifest, backend=backend or manifest["backend"])
-  return store.TokenIndex(index_dir, merged, pids, rows, ConcatVectors(vecs), searchers)
