@@ -364,12 +364,13 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--passages", type=int, default=200)
   parser.add_argument("--read_timeout", type=float, default=5.0)
   parser.add_argument("--max_connections", type=int, default=256)
+  parser.add_argument("--max_queue", type=int, default=16, help="Requests waiting to encode.")
   parser.add_argument("--no_abuse", action="store_true", help="Skip the abuse phase.")
   parser.add_argument("--workdir", help="Keep files here (default: a temporary folder).")
   parser.add_argument("--out", help="Also write the measurements as JSON here.")
   args = parser.parse_args(argv)
   limits = {"read_timeout": args.read_timeout, "max_connections": args.max_connections,
-            "max_concurrent": 2, "max_queue": 16, "queue_timeout": 5.0}  # fmt: skip
+            "max_queue": args.max_queue, "queue_timeout": 5.0}  # fmt: skip
   report: dict = {"limits": limits}
   with tempfile.TemporaryDirectory(prefix="svc_load_") as tmp:
     root = args.workdir or tmp

@@ -8,9 +8,10 @@ import numpy as np
 
 import gin
 from xtr_jax.index.brute_force import BruteForceSearcher, rescore_candidates
+from xtr_jax.index.compact import CompactSearcher
 from xtr_jax.index.encode import TokenEncoder, Tokenizer
 from xtr_jax.index.store import TokenIndex, load_index
-from xtr_jax.index.xtr_search import maxsim_search, passage_token_groups, xtr_search
+from xtr_jax.index.xtr_search import maxsim_search, passage_token_groups, xtr_search_batch
 
 
 @gin.configurable
@@ -25,6 +26,10 @@ class SearchParams:
   > 0, e.g. ``reorder_dtype='int8'``: the same re-scoring in C++ from 1-byte codes held in
   RAM). 2000 (2 k') lifts XOR-mini top-100 agreement with brute force from 0.91 to 0.995
   (results/search_agreement.md).
+
+  Compact indexes (``backend='compact'``) score from their codes alone: their float16
+  vectors stay on disk unless ``compact_rescore`` asks for the same exact re-scoring.
+  ``compact_nprobe`` > 0 overrides the lists searched per query token (0: as built).
   """
 
   token_top_k: int = 1000
@@ -32,23 +37,25 @@ class SearchParams:
   query_max_length: int = 64
   batch_size: int = 32
   exact_candidates: str = "retrieved"  # exact mode over 'retrieved' union or 'all' passages
+  compact_nprobe: int = 0
+  compact_rescore: bool = False
 
 
-def load_model(checkpoint_dir: str):
+def load_model(checkpoint_dir: str, expected_config=None):
   """(params, config, proj_dim, fingerprint, extra) of a retrieval checkpoint.
 
   ``checkpoint_dir`` may name an embedded model (``me5-small``); ``extra['pooling']`` is
   the model's own pooling, which an index may override (one vector per token or per text).
+  ``expected_config`` (the fields a run config binds, or a function giving them: the CLI
+  passes ``gin_utils.bound_config_fields``) must agree with the checkpoint's architecture.
   """
   from xtr_jax.checkpoints.embedded import resolve_checkpoint  # noqa: PLC0415
-  from xtr_jax.checkpoints.orbax_io import (  # noqa: PLC0415
-    check_config_matches_gin,
-    load_checkpoint,
-  )
+  from xtr_jax.checkpoints.orbax_io import check_config_matches, load_checkpoint  # noqa: PLC0415
 
   checkpoint_dir = resolve_checkpoint(checkpoint_dir)
   ckpt = load_checkpoint(checkpoint_dir)
-  check_config_matches_gin(ckpt.config, checkpoint_dir)
+  if expected_config is not None:
+    check_config_matches(ckpt.config, expected_config, checkpoint_dir)
   extra = dict(ckpt.extra or {})
   if ckpt.model_kind != "retrieval":
     raise ValueError(
@@ -98,10 +105,12 @@ class Retriever:
     vocabulary: str | None = None,
     backend: str | None = None,
     params: SearchParams | None = None,
+    expected_config=None,
   ) -> Retriever:
     """Loads the index and its model; the model's fingerprint must match the manifest's.
 
-    ``checkpoint_dir`` / ``vocabulary`` default to the paths recorded at build time.
+    ``checkpoint_dir`` / ``vocabulary`` default to the paths recorded at build time;
+    ``expected_config`` as in ``load_model``.
     """
     from xtr_jax.index.store import read_manifest  # noqa: PLC0415
 
@@ -109,8 +118,12 @@ class Retriever:
     checkpoint_dir = checkpoint_dir or manifest.get("checkpoint")
     if not checkpoint_dir:
       raise ValueError(f"{index_dir}: no checkpoint recorded in the manifest; pass one")
-    model_params, config, proj_dim, fingerprint, extra = load_model(checkpoint_dir)
-    index = load_index(index_dir, expected_fingerprint=fingerprint, backend=backend)
+    model_params, config, proj_dim, fingerprint, extra = load_model(checkpoint_dir, expected_config)
+    params = params or SearchParams()
+    index = load_index(
+      index_dir, expected_fingerprint=fingerprint, backend=backend,
+      compact_nprobe=params.compact_nprobe,
+    )  # fmt: skip
     from xtr_jax.checkpoints.embedded import resolve_checkpoint  # noqa: PLC0415
     from xtr_jax.checkpoints.tokenizers import tokenizer_for  # noqa: PLC0415
 
@@ -120,7 +133,7 @@ class Retriever:
     tokenizer = tokenizer_for(checkpoint_dir, extra, config, vocabulary)
     pooling = manifest.get("pooling", "token")
     encoder = TokenEncoder(model_params, config, proj_dim, pooling=pooling)
-    return cls(index, encoder, tokenizer, params or SearchParams())
+    return cls(index, encoder, tokenizer, params)
 
   def encode_queries(self, queries: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """[B, L, d] float32 query token vectors and [B, L] mask (padding false, EOS true)."""
@@ -145,32 +158,59 @@ class Retriever:
     params = [getattr(s, "params", None) for _, s in self.index.searchers]
     return all(p is not None and getattr(p, "reorder", 0) > 0 for p in params)
 
+  @property
+  def compact(self) -> bool:
+    """True when the token search runs on compact codes (``compact.CompactSearcher``)."""
+    return all(isinstance(s, CompactSearcher) for _, s in self.index.searchers)
+
+  def _vectors(self, why: str):
+    if self.index.vectors is None:
+      raise ValueError(
+        f"{why} reads the float16 vectors, but {self.index.directory} was built without "
+        "them (CompactParams.keep_vectors=False)"
+      )
+    return self.index.vectors
+
   def search_tokens(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Top-k' token ids and scores of query token vectors [T, d], re-scored if configured."""
     n = self.index.manifest["num_tokens"]
     token_k = min(self.params.token_top_k, n)
     fetch = min(max(self.params.rescore_candidates, token_k), n)
-    if self.params.rescore_candidates <= 0 or self.exact_tokens or self.scann_reorders:
+    skip = self.params.rescore_candidates <= 0 or self.exact_tokens or self.scann_reorders
+    if skip or (self.compact and not self.params.compact_rescore):
       return self.index.search_tokens(flat, token_k)
     cand, _ = self.index.search_tokens(flat, fetch)
-    return rescore_candidates(flat, cand, self.index.vectors, token_k)
+    return rescore_candidates(flat, cand, self._vectors("re-scoring"), token_k)
 
   def search_vectors(
-    self, query_vectors: np.ndarray, query_mask: np.ndarray, k: int, exact: bool = False
+    self,
+    query_vectors: np.ndarray,
+    query_mask: np.ndarray,
+    k: int,
+    exact: bool = False,
+    hits: list | None = None,
   ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per query (passage rows, scores), best first, from query token vectors."""
+    """Per query (passage rows, scores), best first, from query token vectors.
+
+    ``hits``, when a list, receives per query the tokens its real tokens retrieved, (token
+    ids, passage rows, scores) each [n, k'], that the XTR scores came from (index/explain.py).
+    """
     b, length, d = query_vectors.shape
     flat = query_vectors.reshape(b * length, d)[query_mask.reshape(-1)]
     tok_ids, tok_scores = self.search_tokens(flat)
     rows = self.index.tokens_to_passages(tok_ids)
+    lengths = query_mask.sum(axis=1)
+    if hits is not None:
+      bounds = np.cumsum(lengths)[:-1]
+      hits.extend(zip(*(np.split(a, bounds) for a in (tok_ids, rows, tok_scores))))
+    if not exact:
+      return xtr_search_batch(rows, tok_scores, lengths, k)
+    vectors = self._vectors("exact mode")
     results, at = [], 0
     for q in range(b):
-      n = int(query_mask[q].sum())
-      t_rows, t_scores = rows[at : at + n], tok_scores[at : at + n]
+      n = int(lengths[q])
+      t_rows = rows[at : at + n]
       at += n
-      if not exact:
-        results.append(xtr_search(t_rows, t_scores, np.ones(n, bool), k))
-        continue
       if self._groups is None:
         self._groups = passage_token_groups(self.index.token_to_passage, self.index.num_passages)
       if self.params.exact_candidates == "all":
@@ -178,7 +218,7 @@ class Retriever:
       else:
         cands = np.unique(t_rows[t_rows >= 0])
       results.append(
-        maxsim_search(query_vectors[q], query_mask[q], self.index.vectors, *self._groups, cands, k)
+        maxsim_search(query_vectors[q], query_mask[q], vectors, *self._groups, cands, k)
       )
     return results
 

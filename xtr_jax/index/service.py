@@ -1,314 +1,511 @@
-"""``xtr-jax serve``: a small HTTP JSON search service over one index.
+"""``xtr-jax serve``: the search service (FastAPI on uvicorn) and its search page.
 
-Endpoints: ``POST /search`` with ``{"queries": ["...", ...], "k": 10, "exact": false}`` ->
-``{"results": [[{"id": pid, "score": s}, ...], ...]}``; ``GET /health``; ``GET /info`` (the
-index manifest). Every bad request gets a 4xx JSON ``{"error": ...}``; at most
-``max_concurrent`` searches run at once, at most ``max_queue`` more wait for a slot (any
-beyond get 503 at once) and a waiting request that gets no slot within ``queue_timeout``
-seconds gets 503; a search slower than ``request_timeout`` gets 504. A client must send a
-whole request (line, headers, body) within ``read_timeout`` seconds, else it gets 408 and
-is disconnected (slowloris, idle keep-alive); at most ``max_connections`` connections are
-open at once, one more gets 503 and is closed.
+Endpoints: ``GET /`` the search page (``static/search.html``: a query box, ranked passages
+and XTR's evidence for each); ``POST /search`` (``SearchRequest`` -> ``SearchResponse``:
+passage id, score, title and text, and with ``explain`` the evidence of every score,
+``index/explain.py``); ``GET /health``; ``GET /info`` (the index manifest); the OpenAPI
+schema at ``/openapi.json`` and its pages at ``/docs`` and ``/redoc``. Errors are JSON
+``{"detail": "..."}``: 400 for a malformed or invalid body, 405 for a wrong method, 413 for
+a body over ``max_body_bytes`` or too many / too long queries.
+
+Load: searches are micro-batched (``batching.SearchBatcher``): the requests that arrive
+while a batch is encoding are encoded together in the next call, so the encoder's cost is
+shared. At most ``max_queue`` requests wait for the encoder, one more gets 503 at once; a
+request still waiting after ``queue_timeout`` s gets 503, one not answered within
+``request_timeout`` s gets 504. Connections: at most ``max_connections`` open (uvicorn's
+``limit_concurrency``; one more is answered 503 and closed), and every request (line,
+headers, body) must arrive within ``read_timeout`` s of the connection opening or the
+previous response, else 408 and the connection is closed (slowloris, slow bodies, idle
+connections); an idle keep-alive connection is closed after ``read_timeout`` s. uvicorn
+bounds an unfinished request head by ``max_header_bytes``.
 """
 
 from __future__ import annotations
 
-import argparse
-import concurrent.futures
+import asyncio
+import contextlib
 import dataclasses
+import functools
 import json
 import logging
+import os
+import pathlib
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
+from typing import Literal
+
+import h11
+import uvicorn
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 import gin
-from xtr_jax.gin_utils import parse_args_with_gin
+import xtr_jax.checkpoints.orbax_io  # noqa: F401  (its gin configurables, before flags lock gin)
+from xtr_jax.cli import ArgumentParser, UsageError
+from xtr_jax.gin_utils import bound_config_fields, parse_args_with_gin
+from xtr_jax.index.batching import Busy, SearchBatcher
+from xtr_jax.index.corpus_text import CorpusTexts
+from xtr_jax.index.explain import Explainer
 from xtr_jax.index.retriever import Retriever
+
+PAGE = pathlib.Path(__file__).parent / "static" / "search.html"
 
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class ServiceLimits:
   max_body_bytes: int = 1 << 20
+  max_header_bytes: int = 16 << 10  # an unfinished request line + headers (uvicorn's h11 cap)
   max_queries: int = 64
   max_query_chars: int = 2000
   max_k: int = 1000
-  max_concurrent: int = 2
-  max_queue: int = 16  # requests waiting for a search slot; more get 503 at once
-  queue_timeout: float = 5.0
-  request_timeout: float = 60.0  # seconds for one search
+  max_explain_k: int = 100  # explain=true costs a tokenisation per passage
+  max_batch_queries: int = 0  # queries encoded in one call; 0: the retriever's batch_size
+  max_queue: int = 16  # requests waiting for the encoder; one more gets 503 at once
+  queue_timeout: float = 5.0  # seconds a request may wait for the encoder, else 503
+  request_timeout: float = 60.0  # seconds for a whole search, else 504
   read_timeout: float = 10.0  # seconds to receive a whole request (line, headers, body)
-  max_connections: int = 256  # open connections (each holds a thread)
+  max_connections: int = 256  # open connections; one more gets 503 and is closed
 
 
-class BadRequest(Exception):
-  def __init__(self, status: int, message: str):
-    super().__init__(message)
-    self.status = status
+# ----------------------------------------------------------------------------- API models
 
 
-def parse_search_request(body: bytes, limits: ServiceLimits) -> tuple[list[str], int, bool]:
-  """Validated (queries, k, exact) of a /search body; raises ``BadRequest``."""
-  try:
-    req = json.loads(body.decode("utf-8"))
-  except UnicodeDecodeError:
-    raise BadRequest(400, "body is not UTF-8") from None
-  except json.JSONDecodeError as e:
-    raise BadRequest(
-      400, f"body is not JSON: {e.msg} at line {e.lineno} column {e.colno}"
-    ) from None
-  if not isinstance(req, dict):
-    raise BadRequest(400, f"body must be a JSON object, got {type(req).__name__}")
-  unknown = sorted(set(req) - {"queries", "k", "exact"})
-  if unknown:
-    raise BadRequest(400, f"unknown fields {unknown}; expected queries, k, exact")
-  queries = req.get("queries")
-  if not isinstance(queries, list) or not queries:
-    raise BadRequest(400, "'queries' must be a non-empty list of strings")
+class SearchRequest(BaseModel):
+  """One query (``query``) or several (``queries``); exactly one of the two."""
+
+  model_config = ConfigDict(extra="forbid")
+  query: StrictStr | None = Field(None, description="One query, in any language.")
+  queries: list[StrictStr] | None = Field(None, description="Several queries, searched together.")
+  k: StrictInt = Field(10, description="Passages per query.")
+  exact: StrictBool = Field(False, description="Re-score the candidates by exact MaxSim.")
+  explain: StrictBool = Field(False, description="Add XTR's evidence to every passage.")
+
+
+class TokenEvidence(BaseModel):
+  query_position: int
+  query_piece: str = Field(description="The query token's vocabulary piece (▁ = word start).")
+  status: Literal["retrieved", "imputed", "maxsim", "unused"] = Field(
+    description="retrieved: this query token retrieved a token of the passage; imputed: it "
+    "retrieved none, so its lowest retrieved score stands in; maxsim: exact mode, the best "
+    "passage token; unused: it retrieved nothing at all and is not counted."
+  )
+  similarity: float = Field(description="Query token . passage token (or the imputed value).")
+  contribution: float = Field(description="similarity / query_tokens: its share of the score.")
+  passage_position: int | None = Field(description="Position of the passage token in the text.")
+  passage_piece: str | None = Field(description="The passage token's piece.")
+  source: Literal["passage", "xqg"] | None = Field(
+    description="passage: a token of the text; xqg: an xQG question vector of the passage."
+  )
+
+
+class Evidence(BaseModel):
+  mode: Literal["xtr", "exact"]
+  query_tokens: int = Field(description="Query tokens the score averages over.")
+  score: float = Field(description="Sum of the contributions: the passage's score.")
+  tokens: list[TokenEvidence]
+  passage_pieces: list[str] | None = Field(description="The passage's tokens, in order.")
+
+
+class Hit(BaseModel):
+  rank: int
+  id: str
+  score: float
+  title: str | None = None
+  text: str | None = None
+  evidence: Evidence | None = None
+
+
+class SearchResponse(BaseModel):
+  results: list[list[Hit]] = Field(description="One ranked list per query, best first.")
+  k: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchJob:
+  queries: list[str]
+  k: int
+  exact: bool
+  explain: bool
+
+
+# ----------------------------------------------------------------------------- searching
+
+
+def search_batch(
+  retriever: Retriever, explainer: Explainer, texts: CorpusTexts | None, jobs: list[SearchJob]
+) -> list[list[list[dict]]]:
+  """Per job, per query, its hits as dicts (``Hit``): all jobs' queries in one encoder call."""
+  queries = [q for job in jobs for q in job.queries]
+  owner = [j for j, job in enumerate(jobs) for _ in job.queries]
+  vectors, mask = retriever.encode_queries(queries)
+  ranked: list = [None] * len(queries)
+  hits: list = [None] * len(queries)
+  for exact in (False, True):
+    idx = [i for i in range(len(queries)) if jobs[owner[i]].exact == exact]
+    if idx:
+      k = max(jobs[owner[i]].k for i in idx)  # each query's top k is a prefix of the top max-k
+      group_hits: list = []
+      found = retriever.search_vectors(vectors[idx], mask[idx], k, exact=exact, hits=group_hits)
+      for i, r, h in zip(idx, found, group_hits):
+        ranked[i], hits[i] = r, h
+  out: list[list[list[dict]]] = [[] for _ in jobs]
+  for i, (rows, scores) in enumerate(ranked):
+    job = jobs[owner[i]]
+    rows, scores = rows[: job.k].tolist(), scores[: job.k].tolist()
+    evidence = (
+      explainer.explain(queries[i], vectors[i], mask[i], hits[i], rows, job.exact)
+      if job.explain
+      else [None] * len(rows)
+    )
+    out[owner[i]].append([
+      _hit(retriever, texts, rank, row, score, ev)
+      for rank, (row, score, ev) in enumerate(zip(rows, scores, evidence), 1)
+    ])  # fmt: skip
+  return out
+
+
+def _hit(retriever, texts, rank: int, row: int, score: float, evidence) -> dict:
+  passage = texts.get(row) if texts is not None else None
+  return {
+    "rank": rank,
+    "id": retriever.index.passage_ids[row],
+    "score": float(score),
+    "title": passage.title if passage else None,
+    "text": passage.text if passage else None,
+    "evidence": evidence,
+  }
+
+
+def _check(req: SearchRequest, limits: ServiceLimits) -> list[str]:
+  """The request's queries; raises 400/413 ``HTTPException`` naming the field."""
+  if (req.query is None) == (req.queries is None):
+    raise HTTPException(400, "give exactly one of 'query' (a string) or 'queries' (a list)")
+  queries = [req.query] if req.query is not None else req.queries
+  if not queries:
+    raise HTTPException(400, "'queries' must be a non-empty list of strings")
   if len(queries) > limits.max_queries:
-    raise BadRequest(413, f"{len(queries)} queries; at most {limits.max_queries} a request")
+    raise HTTPException(413, f"{len(queries)} queries; at most {limits.max_queries} a request")
+  name = "query" if req.query is not None else "queries[{}]"
   for i, q in enumerate(queries):
-    if not isinstance(q, str) or not q.strip():
-      raise BadRequest(400, f"queries[{i}] must be a non-empty string")
+    if not q.strip():
+      raise HTTPException(400, f"{name.format(i)} must be a non-empty string")
     if len(q) > limits.max_query_chars:
-      raise BadRequest(413, f"queries[{i}] has {len(q)} chars; at most {limits.max_query_chars}")
-  k = req.get("k", 10)
-  if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= limits.max_k:
-    raise BadRequest(400, f"'k' must be an integer in [1, {limits.max_k}], got {k!r}")
-  exact = req.get("exact", False)
-  if not isinstance(exact, bool):
-    raise BadRequest(400, f"'exact' must be true or false, got {exact!r}")
-  return queries, k, exact
+      raise HTTPException(
+        413, f"{name.format(i)} has {len(q)} chars; at most {limits.max_query_chars}"
+      )
+  top = limits.max_explain_k if req.explain else limits.max_k
+  if not 1 <= req.k <= top:
+    what = " with explain" if req.explain else ""
+    raise HTTPException(400, f"'k' must be an integer in [1, {top}]{what}, got {req.k}")
+  return queries
+
+
+# ----------------------------------------------------------------------------- the app
+
+
+class BodyCap:
+  """413 for a request body over ``max_bytes``: at once for a declared length (nothing of
+  it is read), after ``max_bytes`` for a chunked body (read here, then handed on)."""
+
+  def __init__(self, app, max_bytes: int):
+    self.app, self.max_bytes = app, max_bytes
+
+  async def __call__(self, scope, receive, send) -> None:
+    if scope["type"] != "http":
+      return await self.app(scope, receive, send)
+    headers = dict(scope["headers"])
+    declared = headers.get(b"content-length")
+    if declared is not None:
+      if declared.isdigit() and int(declared) > self.max_bytes:
+        return await self._too_large(scope, receive, send, f"body of {int(declared)} bytes")
+      return await self.app(scope, receive, send)
+    if b"chunked" not in headers.get(b"transfer-encoding", b"").lower():
+      return await self.app(scope, receive, send)
+    chunks, size, more = [], 0, True
+    while more:
+      message = await receive()
+      if message["type"] != "http.request":
+        return  # the client went away
+      chunks.append(message.get("body", b""))
+      size += len(chunks[-1])
+      more = message.get("more_body", False)
+      if size > self.max_bytes:
+        return await self._too_large(scope, receive, send, f"body of over {size - 1} bytes")
+    replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+    async def replayed():
+      return replay.pop() if replay else await receive()
+
+    await self.app(scope, replayed, send)
+
+  async def _too_large(self, scope, receive, send, what: str) -> None:
+    detail = f"{what}; at most {self.max_bytes}"
+    response = JSONResponse({"detail": detail}, 413, headers={"connection": "close"})
+    await response(scope, receive, send)
+
+
+def make_app(
+  retriever: Retriever, limits: ServiceLimits | None = None, texts: CorpusTexts | None = None
+) -> FastAPI:
+  """The ASGI app over one retriever (``texts`` supplies titles and passage texts)."""
+  limits = limits or ServiceLimits()
+  explainer = Explainer(retriever, texts)
+  batcher = SearchBatcher(
+    functools.partial(search_batch, retriever, explainer, texts),
+    max_batch=limits.max_batch_queries or retriever.params.batch_size,
+    max_queue=limits.max_queue,
+    size=lambda job: len(job.queries),
+  )
+
+  @contextlib.asynccontextmanager
+  async def lifespan(_app):
+    yield
+    batcher.close()
+    if texts is not None:
+      texts.close()
+
+  app = FastAPI(
+    title="xtr-jax search",
+    summary="XTR token retrieval over one index, with the evidence of every score.",
+    lifespan=lifespan,
+    strict_content_type=False,  # a JSON body without a Content-Type header is still JSON
+  )
+  app.add_middleware(BodyCap, max_bytes=limits.max_body_bytes)
+  app.state.batcher = batcher
+  app.state.limits = limits
+  page = PAGE.read_text(encoding="utf-8")
+
+  @app.exception_handler(RequestValidationError)
+  async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
+    detail = f"{where}: {first['msg']}"
+    if first.get("type") == "json_invalid":
+      detail = (
+        f"body is not JSON: {first.get('ctx', {}).get('error', '')} at char {first['loc'][-1]}"
+      )
+    return JSONResponse({"detail": detail}, status_code=400)
+
+  @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+  async def search_page() -> str:
+    return page
+
+  @app.get("/health")
+  async def health() -> dict:
+    return {"status": "ok", "passages": retriever.index.num_passages}
+
+  @app.get("/info")
+  async def info() -> dict:
+    return retriever.index.manifest
+
+  @app.post(
+    "/search",
+    response_model=SearchResponse,
+    responses={
+      code: {"description": what}
+      for code, what in [
+        (400, "Malformed or invalid body"),
+        (408, "Request not received within read_timeout"),
+        (413, "Body, query count or query length over the limit"),
+        (503, "Queue full or queue_timeout passed"),
+        (504, "Search over request_timeout"),
+      ]
+    },  # fmt: skip
+  )
+  async def search(req: SearchRequest) -> SearchResponse:
+    """Ranked passages for each query; with ``explain``, XTR's evidence for each score."""
+    t0 = time.monotonic()
+    queries = _check(req, limits)
+    try:
+      job = batcher.submit(SearchJob(queries, req.k, req.exact, req.explain))
+    except Busy as e:
+      raise HTTPException(503, str(e)) from None
+    waiter = asyncio.wrap_future(job)
+    patience = min(limits.queue_timeout, limits.request_timeout)
+    done, _ = await asyncio.wait({waiter}, timeout=patience)
+    if not done and job.cancel():  # still queued: it never reached the encoder
+      raise HTTPException(503, f"server busy: waited {patience:g} s for the encoder")
+    left = limits.request_timeout - (time.monotonic() - t0)
+    done, _ = await asyncio.wait({waiter}, timeout=max(left, 0.0))
+    if not done:
+      raise HTTPException(504, f"search took over {limits.request_timeout} s")
+    return SearchResponse(results=waiter.result(), k=req.k)
+
+  return app
+
+
+# ----------------------------------------------------------------------------- the server
+
+
+def _refusal(status: int, reason: str, detail: str) -> bytes:
+  body = json.dumps({"detail": detail}).encode()
+  head = (
+    f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+    f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+  )
+  return head.encode() + body
+
+
+class ReadDeadlineProtocol(H11Protocol):
+  """uvicorn's h11 protocol with a deadline for receiving each whole request.
+
+  uvicorn times out idle keep-alive connections only after a response, so a client that
+  opens a connection and sends nothing, or trickles its headers or body a byte at a time,
+  would hold a connection slot for ever; with ``max_connections`` of them nobody else is
+  served. Here a request must be fully received ``read_timeout`` s after the connection
+  opened (or the previous response ended), else 408 and close. A connection beyond
+  ``max_connections`` is refused with 503 at once, not left open until it sends a request.
+  """
+
+  def __init__(self, *args, read_timeout: float, max_connections: int, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.read_timeout, self.max_connections = read_timeout, max_connections
+    self._deadline: asyncio.TimerHandle | None = None
+
+  def connection_made(self, transport) -> None:
+    super().connection_made(transport)
+    if len(self.connections) > self.max_connections:
+      self._refuse(503, "Service Unavailable", "server busy: too many open connections")
+      return
+    self._arm()
+
+  def data_received(self, data: bytes) -> None:
+    super().data_received(data)
+    if self._request_read():
+      self._disarm()
+
+  def on_response_complete(self) -> None:
+    super().on_response_complete()
+    if not self.transport.is_closing() and not self._request_read():
+      self._arm()
+
+  def connection_lost(self, exc) -> None:
+    self._disarm()
+    super().connection_lost(exc)
+
+  def _request_read(self) -> bool:
+    return self.conn.their_state in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED, h11.ERROR)
+
+  def _arm(self) -> None:
+    self._disarm()
+    self._deadline = self.loop.call_later(self.read_timeout, self._expired)
+
+  def _disarm(self) -> None:
+    if self._deadline is not None:
+      self._deadline.cancel()
+      self._deadline = None
+
+  def _expired(self) -> None:
+    self._deadline = None
+    if self.transport.is_closing() or self._request_read():
+      return
+    if self.cycle is not None and self.cycle.response_started:
+      self.transport.close()
+      return
+    self._refuse(408, "Request Timeout", f"request not received within {self.read_timeout:g} s")
+
+  def _refuse(self, status: int, reason: str, detail: str) -> None:
+    self.transport.write(_refusal(status, reason, detail))
+    self.transport.close()
 
 
 def make_server(
-  retriever: Retriever, host: str = "127.0.0.1", port: int = 8080, limits=None
-) -> ThreadingHTTPServer:
-  """A ready (not yet serving) server; ``port=0`` picks a free port."""
+  app: FastAPI, host: str = "127.0.0.1", port: int = 8080, limits: ServiceLimits | None = None
+) -> tuple[uvicorn.Server, socket.socket]:
+  """A uvicorn server for ``app`` and its listening socket (``port=0``: a free one).
+
+  The socket is bound and listening on return, so clients may connect before
+  ``server.run([sock])`` starts (they wait in the backlog).
+  """
   limits = limits or ServiceLimits()
-  slots = threading.BoundedSemaphore(limits.max_concurrent)
-  pool = concurrent.futures.ThreadPoolExecutor(limits.max_concurrent, "search")
-  search_lock = threading.Lock()  # the index and jitted encoder are used by one search at a time
-  admitted = [0]  # searches running or waiting for a slot
-  admitted_lock = threading.Lock()
-
-  def admit() -> bool:
-    with admitted_lock:
-      if admitted[0] >= limits.max_concurrent + limits.max_queue:
-        return False
-      admitted[0] += 1
-      return True
-
-  def leave() -> None:
-    with admitted_lock:
-      admitted[0] -= 1
-
-  def run_search(queries, k, exact):
-    with search_lock:
-      return retriever.search(queries, k, exact=exact)
-
-  class Handler(BaseHTTPRequestHandler):
-    # Per socket read. Longer than the watchdog's deadline so that on an idle or trickling
-    # connection the watchdog always answers 408 first (its shutdown then ends the read);
-    # with equal timeouts the handler could close the socket before the 408 went out.
-    timeout = 2 * limits.read_timeout + 1
-    protocol_version = "HTTP/1.1"
-    _watchdog: threading.Timer | None = None
-
-    def handle_one_request(self):
-      # Trickled bytes each reset a per-read timeout; a deadline for the whole request does not.
-      self._read_state = threading.Lock()
-      # "" until whichever comes first sets it: "read" (the full request) or "expired" (408).
-      self._read_done = ""
-      self._watchdog = threading.Timer(limits.read_timeout, self._read_expired)
-      self._watchdog.daemon = True
-      self._watchdog.start()
-      try:
-        super().handle_one_request()
-      finally:
-        self.request_read()
-
-    def request_read(self) -> bool:
-      """Marks the request as received; False when the deadline already answered 408."""
-      if self._watchdog is not None:
-        self._watchdog.cancel()
-        self._watchdog = None
-      with self._read_state:
-        expired = self._read_done == "expired"
-        self._read_done = self._read_done or "read"
-      return not expired
-
-    def _read_expired(self) -> None:
-      with self._read_state:
-        if self._read_done:
-          return  # the request arrived in time; its reply is the handler's
-        self._read_done = "expired"
-      body = json.dumps(
-        {"error": f"request not received within {limits.read_timeout} s", "status": 408}
-      ).encode()
-      head = (
-        "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-      )
-      try:
-        self.connection.sendall(head.encode() + body)
-      except OSError:
-        pass
-      try:
-        self.connection.shutdown(socket.SHUT_RDWR)
-      except OSError:
-        pass
-
-    def log_message(self, fmt, *args):
-      logging.info("%s %s", self.address_string(), fmt % args)
-
-    def reply(self, status: int, obj) -> None:
-      if not self.request_read():
-        self.close_connection = True
-        return  # the deadline already answered 408 and shut the socket
-      data = json.dumps(obj).encode("utf-8")
-      self.send_response(status)
-      self.send_header("Content-Type", "application/json")
-      self.send_header("Content-Length", str(len(data)))
-      self.end_headers()
-      self.wfile.write(data)
-
-    def error(self, status: int, message: str) -> None:
-      self.reply(status, {"error": message, "status": status})
-
-    def do_GET(self):
-      if self.path == "/health":
-        self.reply(200, {"status": "ok", "passages": retriever.index.num_passages})
-      elif self.path == "/info":
-        self.reply(200, retriever.index.manifest)
-      else:
-        self.error(404, f"no such path {self.path!r}; try POST /search, GET /health, /info")
-
-    def do_POST(self):
-      try:
-        if self.path != "/search":
-          raise BadRequest(404, f"no such path {self.path!r}; POST /search")
-        length = self.headers.get("Content-Length")
-        if length is None:
-          raise BadRequest(411, "Content-Length header required")
-        try:
-          n = int(length)
-        except ValueError:
-          raise BadRequest(400, f"bad Content-Length {length!r}") from None
-        if n < 0 or n > limits.max_body_bytes:
-          self.close_connection = True
-          raise BadRequest(413, f"body of {n} bytes; at most {limits.max_body_bytes}")
-        body = self.rfile.read(n)
-        if len(body) < n:
-          self.close_connection = True
-          raise BadRequest(400, f"body ended after {len(body)} of {n} bytes")
-        if not self.request_read():
-          self.close_connection = True
-          return  # the deadline fired first and already answered 408
-        queries, k, exact = parse_search_request(body, limits)
-        if not admit():
-          raise BadRequest(503, "server busy: search queue full; retry later")
-        try:
-          if not slots.acquire(timeout=limits.queue_timeout):
-            raise BadRequest(503, "server busy: too many searches in flight; retry later")
-          try:
-            future = pool.submit(run_search, queries, k, exact)
-            try:
-              results = future.result(timeout=limits.request_timeout)
-            except concurrent.futures.TimeoutError:
-              raise BadRequest(504, f"search took over {limits.request_timeout} s") from None
-          finally:
-            slots.release()
-        finally:
-          leave()
-        self.reply(
-          200,
-          {"results": [[{"id": p, "score": s} for p, s in r] for r in results], "k": k},
-        )
-      except BadRequest as e:
-        self.error(e.status, str(e))
-      except (TimeoutError, OSError):  # read timeout, or the watchdog shut the socket
-        self.close_connection = True
-      except Exception as e:  # never let one request take the server down
-        logging.exception("search failed")
-        self.error(500, f"internal error: {type(e).__name__}: {e}")
-
-  server = _BoundedServer((host, port), Handler, limits.max_connections)
-  server.daemon_threads = True
-  return server
-
-
-class _BoundedServer(ThreadingHTTPServer):
-  """A thread per connection, at most ``max_connections``; one more gets 503 and is closed."""
-
-  request_queue_size = 128  # listen backlog (socketserver's 5 drops SYNs under bursts)
-
-  _BUSY_BODY = b'{"error": "server busy: too many open connections", "status": 503}'
-  BUSY = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+  sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+  sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+  sock.bind((host, port))
+  sock.listen(128)
+  config = uvicorn.Config(
+    app,
+    http=functools.partial(
+      ReadDeadlineProtocol,
+      read_timeout=limits.read_timeout,
+      max_connections=limits.max_connections,
+    ),
+    ws="none",
+    lifespan="on",
+    # uvicorn answers a request 503 once connections (its own included) or running requests
+    # reach this; the protocol already keeps connections <= max_connections.
+    limit_concurrency=limits.max_connections + 1,
+    timeout_keep_alive=limits.read_timeout,
+    timeout_graceful_shutdown=5,
+    h11_max_incomplete_event_size=limits.max_header_bytes,
+    backlog=128,
+    access_log=logging.getLogger().isEnabledFor(logging.DEBUG),
+    log_level="warning",
+    log_config=None,
   )
+  return uvicorn.Server(config), sock
 
-  def __init__(self, address, handler, max_connections: int):
-    self.max_connections = max_connections
-    self._open = 0
-    self._open_lock = threading.Lock()
-    super().__init__(address, handler)
 
-  @property
-  def open_connections(self) -> int:
-    return self._open
-
-  def process_request(self, request, client_address):
-    with self._open_lock:
-      full = self._open >= self.max_connections
-      if not full:
-        self._open += 1
-    if full:
-      try:
-        request.settimeout(1.0)
-        request.sendall(self.BUSY)
-      except OSError:
-        pass
-      self.shutdown_request(request)
-      return
-    try:
-      super().process_request(request, client_address)
-    except Exception:
-      self._closed()
-      raise
-
-  def process_request_thread(self, request, client_address):
-    try:
-      super().process_request_thread(request, client_address)
-    finally:
-      self._closed()
-
-  def _closed(self) -> None:
-    with self._open_lock:
-      self._open -= 1
+@contextlib.contextmanager
+def running(server: uvicorn.Server, sock: socket.socket):
+  """Serves in a thread (tests, benchmarks); yields the base URL, stops on exit."""
+  thread = threading.Thread(target=server.run, args=([sock],), name="uvicorn", daemon=True)
+  thread.start()
+  host, port = sock.getsockname()[:2]
+  try:
+    yield f"http://{host}:{port}"
+  finally:
+    server.should_exit = True
+    thread.join(30)
+    sock.close()
 
 
 def main(argv: list[str]) -> int:
-  parser = argparse.ArgumentParser(prog="xtr-jax serve", description=__doc__)
-  parser.add_argument("--index", required=True, help="Index directory.")
+  parser = ArgumentParser(
+    prog="xtr-jax serve",
+    description="Serve one index over HTTP: the search page at /, POST /search, /docs.",
+  )
+  parser.add_argument("--index", required=True, help="Index directory (xtr-jax index).")
   parser.add_argument("--checkpoint", help="Model checkpoint (default: the manifest's).")
   parser.add_argument("--vocabulary", help="SentencePiece model (default: the manifest's).")
-  parser.add_argument("--backend", choices=["scann", "brute_force"])
-  parser.add_argument("--host", default="127.0.0.1")
-  parser.add_argument("--port", type=int, default=8080)
+  parser.add_argument(
+    "--backend", choices=["scann", "brute_force"], help="Token search (default: the manifest's)."
+  )
+  parser.add_argument("--host", default="127.0.0.1", help="Address to listen on.")
+  parser.add_argument("--port", type=int, default=8080, help="Port to listen on (0: a free one).")
   args = parse_args_with_gin(parser, argv)
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-  retriever = Retriever.load(args.index, args.checkpoint, args.vocabulary, backend=args.backend)
+  if not 0 <= args.port <= 65535:
+    raise UsageError(f"--port {args.port}: expected 0..65535")
+  if not os.path.isdir(args.index):
+    raise UsageError(f"--index {args.index}: no such directory")
+  retriever = Retriever.load(
+    args.index,
+    args.checkpoint,
+    args.vocabulary,
+    backend=args.backend,
+    expected_config=bound_config_fields,
+  )
   retriever.search(["warm up"], 1)  # compile before the first request
-  server = make_server(retriever, args.host, args.port)
-  host, port = server.server_address[:2]
-  print(f"serving {args.index} on http://{host}:{port} (POST /search, GET /health, /info)")
+  limits = ServiceLimits()
+  app = make_app(retriever, limits, CorpusTexts.for_index(retriever.index))
   try:
-    server.serve_forever()
-  except KeyboardInterrupt:
+    server, sock = make_server(app, args.host, args.port, limits)
+  except OSError as e:
+    raise UsageError(
+      f"--host {args.host} --port {args.port}: cannot listen ({e.strerror})"
+    ) from None
+  host, port = sock.getsockname()[:2]
+  print(
+    f"serving {args.index} on http://{host}:{port}/ (search page; API docs at /docs)", flush=True
+  )
+  try:
+    server.run([sock])
+  except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it shut down for
     pass
   finally:
-    server.server_close()
+    sock.close()
   return 0
