@@ -5,37 +5,39 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_ARGS ?=
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: demo test lint format venv clean
+.PHONY: demo test test-deps lint format venv clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python requirements.txt setup.py
-	$(BIN)/pip install -r requirements.txt
-	$(BIN)/pip install --no-deps -e .
+# One environment for both entry points: the package with every extra, at the tested pins.
+$(VENV)/.installed: $(BIN)/python setup.py constraints.txt
+	$(BIN)/pip install --extra-index-url $(TORCH_INDEX) -c constraints.txt -e ".[all]"
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
-	$(BIN)/pip install -r requirements-test.txt
-	touch $@
-
-venv: $(VENV)/.installed-test
+venv: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(BIN)/xtr-jax demo $(DEMO_ARGS)
 
-lint: $(VENV)/.installed-test
+lint: $(VENV)/.installed
+	$(BIN)/pip check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python docs/assemble_readme.py --check
 
-format: $(VENV)/.installed-test
+format: $(VENV)/.installed
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint
+# System packages for the browser test (Debian's Chromium + chromedriver, CJK fonts).
+test-deps:
+	bash tools/install_test_deps.sh
+
+test: lint test-deps
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 clean:

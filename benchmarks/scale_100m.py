@@ -117,7 +117,7 @@ def build_shard(args) -> dict:
   """Generates shard ``i`` in memory, builds its index; returns wall/CPU/memory stats."""
   from xtr_jax.index import store  # noqa: PLC0415
   from xtr_jax.index.scann_index import ScannParams  # noqa: PLC0415
-  from xtr_jax.scale.sharded_index import shard_dir_name  # noqa: PLC0415
+  from xtr_jax.index.sharded_index import shard_dir_name  # noqa: PLC0415
 
   root, i, n, params, drop_vectors = args
   out = os.path.join(root, "index", shard_dir_name(i))
@@ -201,7 +201,7 @@ def overlap(a, b, k):
 
 def search(root: str, num_queries: int, qlen: int, token_k: int, k: int, recall_shards: int):
   from xtr_jax.index import store  # noqa: PLC0415
-  from xtr_jax.scale.sharded_index import write_sharded_manifest  # noqa: PLC0415
+  from xtr_jax.index.sharded_index import write_sharded_manifest  # noqa: PLC0415
 
   index_root = os.path.join(root, "index")
   names = sorted(d for d in os.listdir(index_root) if d.startswith("shard_"))

@@ -111,7 +111,7 @@ def agreement(args) -> None:
   import dataclasses  # noqa: PLC0415
 
   from xtr_jax.index.brute_force import BruteForceSearcher  # noqa: PLC0415
-  from xtr_jax.index.cli import build_from_corpus  # noqa: PLC0415
+  from xtr_jax.index.build import build_from_corpus  # noqa: PLC0415
   from xtr_jax.index.encode import EncodeParams, TokenEncoder  # noqa: PLC0415
   from xtr_jax.index.retriever import Retriever, SearchParams  # noqa: PLC0415
   from xtr_jax.index.scann_index import ScannSearcher  # noqa: PLC0415

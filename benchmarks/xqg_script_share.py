@@ -14,7 +14,7 @@ import argparse
 import glob
 import json
 
-from xtr_jax.models.script_share import share_table, shares
+from xtr_jax.xqg.script_share import share_table, shares
 
 
 def _generated(path):

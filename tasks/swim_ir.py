@@ -1,6 +1,9 @@
 """SWIM-IR pair tasks (cross-lingual and monolingual) and xQG seq2seq tasks.
 
-- ``swim_ir_xling_{code}``: query in ``code``, English passage (dual encoder; split ``train``).
+Splits ``train`` and ``validation``: 5% of the pairs, chosen by a hash of the pair id
+(``sources.is_heldout``, the held-out split of the pair-file tasks in ``tasks/pairs.py``).
+
+- ``swim_ir_xling_{code}``: query in ``code``, English passage (dual encoder).
 - ``swim_ir_mono_{code}``: query and passage in ``code``.
 - ``xqg_{code}``: English passage -> question in ``code``; inputs
   ``Generate a {Language} question for this passage: {title} {text}``.
@@ -26,7 +29,8 @@ def pair_task_name(setting: str, code: str) -> str:
 
 def _source(setting: str, code: str) -> seqio.FunctionDataSource:
   return seqio.FunctionDataSource(
-    functools.partial(sources.swim_ir_pairs, setting=setting, code=code), splits=("train",)
+    functools.partial(sources.swim_ir_pairs, setting=setting, code=code),
+    splits=sources.PAIR_SPLITS,
   )
 
 
@@ -37,7 +41,7 @@ def register() -> None:
       add_task(
         pair_task_name(setting, code),
         source=_source(setting, code),
-        preprocessors=[preprocessors.tokenize],
+        preprocessors=[preprocessors.tokenize, seqio.CacheDatasetPlaceholder()],
         output_features=preprocessors.PAIR_FEATURES,
         shuffle_buffer_size=SHUFFLE_BUFFER,
       )
@@ -47,7 +51,9 @@ def register() -> None:
       source=_source("cross_lingual", code),
       preprocessors=[
         functools.partial(preprocessors.to_xqg, language_code=code),
-        preprocessors.tokenize_keep_text,
+        preprocessors.tokenize_batched_keep_text,
+        preprocessors.strip_store_pad,
+        seqio.CacheDatasetPlaceholder(),
         seqio.preprocessors.append_eos_after_trim,
       ],
       output_features=preprocessors.SEQ2SEQ_FEATURES,

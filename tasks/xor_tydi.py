@@ -34,7 +34,7 @@ def register() -> None:
       source=seqio.FunctionDataSource(
         functools.partial(sources.xor_pairs, lang=lang), splits=("train", "dev")
       ),
-      preprocessors=[preprocessors.tokenize],
+      preprocessors=[preprocessors.tokenize_per_example],
       output_features=preprocessors.XOR_PAIR_FEATURES,
     )
     for k in few_shot_ks():
@@ -44,7 +44,7 @@ def register() -> None:
           functools.partial(sources.xor_pairs, lang=lang, k=k, few_shot_seed=FEW_SHOT_SEED),
           splits=("train", "dev"),
         ),
-        preprocessors=[preprocessors.tokenize],
+        preprocessors=[preprocessors.tokenize_per_example],
         output_features=preprocessors.XOR_PAIR_FEATURES,
       )
   for lang in (None, *languages.XOR_LANGUAGES):
@@ -53,12 +53,12 @@ def register() -> None:
       source=seqio.FunctionDataSource(
         functools.partial(sources.xor_queries, lang=lang), splits=("train", "dev", "test")
       ),
-      preprocessors=[preprocessors.tokenize],
+      preprocessors=[preprocessors.tokenize, seqio.CacheDatasetPlaceholder()],
       output_features=preprocessors.QUERY_FEATURES,
     )
   add_task(
     "xor_tydi_corpus",
     source=seqio.FunctionDataSource(sources.xor_corpus, splits=("train",)),
-    preprocessors=[preprocessors.tokenize],
+    preprocessors=[preprocessors.tokenize, seqio.CacheDatasetPlaceholder()],
     output_features=preprocessors.PASSAGE_FEATURES,
   )

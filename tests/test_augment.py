@@ -181,7 +181,7 @@ def test_reads_the_generate_output_file_with_clear_errors(tmp_path):
 def test_index_end_to_end_generated_question_finds_its_passage(tmp_path):
   """Tiny corpus + random XTR model: a query equal to a generated question of passage X
   retrieves X first only once X is augmented with that question's token vectors."""
-  from xtr_jax.index.cli import build_from_corpus  # noqa: PLC0415
+  from xtr_jax.index.build import build_from_corpus  # noqa: PLC0415
   from xtr_jax.index.encode import EncodeParams, TokenEncoder, Tokenizer  # noqa: PLC0415
   from xtr_jax.index.retriever import Retriever, load_model  # noqa: PLC0415
   from xtr_jax.index.testing import make_tiny_setup  # noqa: PLC0415

@@ -209,7 +209,7 @@ def test_a_pad_token_the_folder_names_must_be_the_tokenizers(hf_folder, tmp_path
   shutil.copytree(hf_folder, copy)
   (copy / "tokenizer_config.json").write_text(json.dumps({"pad_token": "</s>"}))  # id 2
   argv = ["convert", "--from", "hf_bert", "--input", str(copy), "--output", str(tmp_path / "c")]
-  assert cli.main(argv) == 1
+  assert cli.main(argv) == 2
   err = capsys.readouterr().err.strip()
   assert "\n" not in err and not (tmp_path / "c").exists()
   assert "gives pad id 2 but" in err and "pads with its <pad> piece, id 1" in err
@@ -346,7 +346,7 @@ def test_frozen_word_embeddings_do_not_move(ckpt, pairs, tmp_path):
 def test_frozen_parameters_have_no_optimizer_state_to_shard(name):
   """``freeze`` leaves empty MaskedNodes in the inner optimizer's state; the state's
   shardings must have the same structure (the trainer builds its jit steps from them)."""
-  from xtr_jax.training import partitioning
+  from xtr_jax import partitioning
 
   task = trainer.ModelTask(bert_config("tiny"), kind="xtr")
   params = jax.eval_shape(lambda: orbax_io.unbox(task.init(jax.random.key(0))))
@@ -415,7 +415,9 @@ def test_bert_metadata_round_trip_and_errors(ckpt, tmp_path):
   unknown = tmp_path / "unknown"
   shutil.copytree(out, unknown)
   meta_path = _edit_metadata(unknown, lambda m: m.update(backbone="gpt2"))
-  with pytest.raises(ValueError, match=r"backbone='gpt2'; expected one of \['bert', 't5'\]") as e:
+  with pytest.raises(
+    ValueError, match=r"backbone='gpt2'; expected one of \['bert', 'bert2bert', 't5'\]"
+  ) as e:
     orbax_io.load_checkpoint(unknown)
   assert str(meta_path) in _one_line(e)
 

@@ -20,10 +20,10 @@ transformers = pytest.importorskip("transformers")
 
 from safetensors.numpy import load_file, save_file  # noqa: E402
 
+from xtr_jax import partitioning  # noqa: E402
 from xtr_jax.checkpoints import hf, hf_bert  # noqa: E402
 from xtr_jax.checkpoints.orbax_io import params_fingerprint  # noqa: E402
 from xtr_jax.models.bert import BertEncoder, bert_config  # noqa: E402
-from xtr_jax.training import partitioning  # noqa: E402
 
 TOL = 1e-4
 LENGTHS = (24, 17, 5)

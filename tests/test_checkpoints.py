@@ -332,8 +332,8 @@ def test_convert_cli_end_to_end(tmp_path, capsys):
   ck2 = orbax_io.load_checkpoint(tmp_path / "ck2")
   assert ck2.model_kind == "mt5_encoder" and ck2.config.relative_attention_max_distance == 64
 
-  # Errors are reported with the path, exit code 1.
+  # Errors are reported with the path, exit code 2.
   assert (
-    cli.main([*argv[:3], "--input", str(tmp_path / "none"), "--output", str(tmp_path / "x")]) == 1
+    cli.main([*argv[:3], "--input", str(tmp_path / "none"), "--output", str(tmp_path / "x")]) == 2
   )
   assert str(tmp_path / "none") in capsys.readouterr().err

@@ -83,9 +83,15 @@ def _ref(ids, length, eos=1):
   return np.array(ids + [0] * (length - len(ids)), np.int32)
 
 
-def _records(data, code):
+def _records(data, code, split=None):
+  """The fixture's records of a language; ``split`` keeps one side of the 5% id hash."""
+  from xtr_jax.data.pairs import is_heldout
+
   path = data["root"] / "swim" / "cross_lingual" / f"{code}.jsonl"
-  return [json.loads(line) for line in path.read_text().splitlines()]
+  rows = [json.loads(line) for line in path.read_text().splitlines()]
+  if split is None:
+    return rows
+  return [r for r in rows if is_heldout(r["_id"], 0.05) == (split == "validation")]
 
 
 def test_vocabulary_has_t5_special_ids(data, tmp_path):
@@ -126,8 +132,8 @@ def test_dual_encoder_batches_match_reference_and_keep_ids(data):
     "swim_ir_xling_ja", "train", lengths, 5, seed=0, shuffle=False, repeat=False
   )
   batches = list(it)
-  assert len(batches) == N_PER_LANG // 5
-  recs = _records(data, "ja")
+  recs = _records(data, "ja", "train")
+  assert len(batches) == len(recs) // 5 and len(recs) < N_PER_LANG
   for b, batch in enumerate(batches):
     assert batch["query_tokens"].shape == (5, 8) and batch["query_tokens"].dtype == np.int32
     assert batch["passage_tokens"].shape == (5, 12) and batch["passage_tokens"].dtype == np.int32
@@ -149,7 +155,7 @@ def test_drop_remainder_fixed_shapes(data):
       "swim_ir_xling_ja", "train", {"query": 4}, 7, seed=0, shuffle=False, repeat=False
     )
   )
-  assert len(batches) == N_PER_LANG // 7
+  assert len(batches) == len(_records(data, "ja", "train")) // 7
   assert {b["query_tokens"].shape for b in batches} == {(7, 4)}
 
 
@@ -188,7 +194,23 @@ def test_host_sharding_is_disjoint_and_complete(data):
     )
     seen.append({b["query_id"][0] for b in it})
   assert not seen[0] & seen[1]
-  assert seen[0] | seen[1] == {f"fi-{i}" for i in range(N_PER_LANG)}
+  assert seen[0] | seen[1] == {r["_id"] for r in _records(data, "fi", "train")}
+
+
+def test_validation_split_is_the_held_out_hash_fraction(data):
+  from xtr_jax.data import pipeline
+
+  def ids(split):
+    it = pipeline.get_batches("swim_ir_xling_fi", split, {"query": 4}, 1, seed=0, shuffle=False,
+                              repeat=False)  # fmt: skip
+    return [b["query_id"][0] for b in it]
+
+  train, validation = ids("train"), ids("validation")
+  assert validation == [r["_id"] for r in _records(data, "fi", "validation")] and validation
+  assert not set(train) & set(validation)
+  assert set(train) | set(validation) == {f"fi-{i}" for i in range(N_PER_LANG)}
+  with pytest.raises(ValueError, match="has no split 'dev'; valid splits: train, validation"):
+    next(pipeline.get_batches("swim_ir_xling_fi", "dev", {"query": 4}, 1, seed=0))
 
 
 def test_mixture_rates_within_tolerance(data):
@@ -210,7 +232,7 @@ def test_seq2seq_xqg_batches(data):
     pipeline.get_batches("xqg_de", "train", lengths, 3, seed=0, converter="seq2seq", shuffle=False)
   )
   assert b["encoder_input_tokens"].shape == (3, 24) and b["decoder_target_tokens"].shape == (3, 10)
-  r = _records(data, "de")[0]
+  r = _records(data, "de", "train")[0]
   prompt = "Generate a German question for this passage: " + readers.passage_text(
     r["title"], r["text"]
   )

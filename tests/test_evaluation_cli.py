@@ -89,17 +89,17 @@ def test_evaluate_xor_json_and_default_metrics(files):
 
 def test_evaluate_errors(files, capsys):
   base = ["--queries", str(files / "q.jsonl")]
-  assert eval_cli.main(["--run", str(files / "nope.trec"), *base]) == 2
+  assert cli.main(["evaluate", "--run", str(files / "nope.trec"), *base]) == 2
   assert "--run file not found" in capsys.readouterr().err
   argv = ["--run", str(files / "a.trec"), *base, "--metrics", "Recall@5"]
-  assert eval_cli.main(argv) == 2
+  assert cli.main(["evaluate", *argv]) == 2
   assert "need --qrels" in capsys.readouterr().err
   argv = ["--run", str(files / "a.trec"), *base, "--metrics", "R@2kt"]
-  assert eval_cli.main(argv) == 2
+  assert cli.main(["evaluate", *argv]) == 2
   assert "needs --corpus" in capsys.readouterr().err
   (files / "bad.trec").write_text("q1 Q0 p1 1 3\n")
   argv = ["--run", str(files / "bad.trec"), *base, "--qrels", str(files / "qrels")]
-  assert eval_cli.main(argv) == 2
+  assert cli.main(["evaluate", *argv]) == 2
   assert "bad.trec:1: expected 6 fields" in capsys.readouterr().err
 
 

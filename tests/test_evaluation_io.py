@@ -71,7 +71,7 @@ def test_queries(tmp_path):
   with pytest.raises(io.FormatError, match=r"q.jsonl:2: query record lacks field\(s\) \['lang'\]"):
     io.read_queries(path)
   path.write_text(json.dumps(rows[0]) + "\n{broken\n")
-  with pytest.raises(io.FormatError, match=r"q.jsonl:2: not valid JSON"):
+  with pytest.raises(io.FormatError, match=r"q.jsonl:2: invalid JSON"):
     io.read_queries(path)
   path.write_text(json.dumps(rows[0]) + "\n" + json.dumps(rows[0]) + "\n")
   with pytest.raises(io.FormatError, match=r"q.jsonl:2: duplicate query id '1'"):

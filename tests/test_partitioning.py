@@ -4,8 +4,9 @@ import jax
 import numpy as np
 import pytest
 
+from xtr_jax import partitioning
 from xtr_jax.models.config import tiny_config
-from xtr_jax.training import optimizers, partitioning, trainer
+from xtr_jax.training import optimizers, trainer
 
 
 def _batch(kind, seed=0, b=8):

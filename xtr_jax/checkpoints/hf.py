@@ -38,6 +38,7 @@ from xtr_jax.checkpoints.orbax_io import (
   unbox,
   unflatten_params,
 )
+from xtr_jax.io import atomic_write_bytes as _atomic_write_bytes
 from xtr_jax.models.config import T5Config
 
 CONFIG_FILE = "config.json"
@@ -240,12 +241,6 @@ def read_safetensors_dir(directory: pathlib.Path) -> tuple[dict[str, np.ndarray]
       raise ValueError(f"{index}: tensors {missing[:5]} are listed but absent from the shards")
     return tensors, shards
   raise FileNotFoundError(f"no {WEIGHTS_FILE} or {INDEX_FILE} in {directory}")
-
-
-def _atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
-  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-  tmp.write_bytes(data)
-  os.replace(tmp, path)
 
 
 def _shard_name(i: int, n: int) -> str:

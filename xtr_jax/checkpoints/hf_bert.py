@@ -39,6 +39,7 @@ from xtr_jax.checkpoints.orbax_io import (
   unbox,
   unflatten_params,
 )
+from xtr_jax.io import replace_dir
 from xtr_jax.models.bert import BertConfig, BertEncoder
 
 ARCHITECTURES = {"BertModel": "bert", "XLMRobertaModel": "xlm-roberta"}
@@ -569,20 +570,10 @@ def save_hf_bert(
   try:
     write_safetensors_dir(tmp, tensors, max_shard_bytes)
     (tmp / CONFIG_FILE).write_text(json.dumps(hf_config, indent=2) + "\n")
-    _replace_dir(tmp, target)
+    replace_dir(tmp, target)
   finally:
     if tmp.exists():
       shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _replace_dir(tmp: pathlib.Path, target: pathlib.Path) -> None:
-  if not target.exists():
-    os.rename(tmp, target)
-    return
-  old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-  os.rename(target, old)
-  os.rename(tmp, target)
-  shutil.rmtree(old, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- our checkpoints

@@ -27,12 +27,12 @@ import dataclasses
 import importlib.util
 import mmap
 import os
-import pathlib
 import struct
-import tempfile
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+from xtr_jax.io import atomic_write_bytes
 
 MAGIC = b"E5S1"
 SUPPORTED_VERSIONS = (1,)
@@ -499,7 +499,7 @@ def write_blob(
     + _pack_tokenizer(pieces, scores, (bos_id, eos_id, pad_id, unk_id))
     + _pack_normalization(normalization or {})
   )
-  _atomic_write(pathlib.Path(path), _pack_tensors(head, {n: tensors[n] for n in shapes}))
+  atomic_write_bytes(path, _pack_tensors(head, {n: tensors[n] for n in shapes}), make_parents=True)
 
 
 def _sizes_of(path, tensors: Mapping[str, np.ndarray]) -> dict[str, int]:
@@ -566,18 +566,3 @@ def _pack_tensors(head: bytes, tensors: Mapping[str, np.ndarray]) -> bytes:
 
 def _align(n: int, to: int = 64) -> int:
   return -(-n // to) * to
-
-
-def _atomic_write(path: pathlib.Path, data: bytes) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    with contextlib.suppress(FileNotFoundError):
-      os.unlink(tmp)
-    raise

@@ -4,7 +4,8 @@ A checkpoint directory holds ``params/`` (orbax PyTree) and ``xtr_jax_checkpoint
 (backbone, config, model_kind, extra, fingerprint), plus any assets saved with the weights
 (a ``tokenizer.json``: a checkpoint that brings its own tokenizer cannot be paired with the
 wrong one). ``backbone`` names the config class: ``t5`` (``T5Config``, the default of
-checkpoints written before BERT existed) or ``bert`` (``BertConfig``). Saves are atomic: everything is written into a
+checkpoints written before BERT existed), ``bert`` (``BertConfig``) or ``bert2bert``
+(``Bert2BertConfig``, the warm-started generator, model_kind ``bert2bert``). Saves are atomic: everything is written into a
 temporary sibling directory which is renamed into place only when complete, so a crash
 never leaves a directory that ``load_checkpoint`` accepts.
 """
@@ -18,22 +19,24 @@ import os
 import pathlib
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import numpy as np
 from flax.core import meta
 
+from xtr_jax import io as xio
 from xtr_jax.io import file_fingerprint
 from xtr_jax.models.bert import BertConfig
+from xtr_jax.models.bert2bert import Bert2BertConfig
 from xtr_jax.models.config import T5Config
 
-ModelConfig = T5Config | BertConfig
-BACKBONES: dict[str, type] = {"t5": T5Config, "bert": BertConfig}
+ModelConfig = T5Config | BertConfig | Bert2BertConfig
+BACKBONES: dict[str, type] = {"t5": T5Config, "bert": BertConfig, "bert2bert": Bert2BertConfig}
 METADATA_FILE = "xtr_jax_checkpoint.json"
 PARAMS_DIR = "params"
-MODEL_KINDS = ("mt5", "mt5_encoder", "retrieval", "bert_encoder")
+MODEL_KINDS = ("mt5", "mt5_encoder", "retrieval", "bert_encoder", "bert2bert")
 FORMAT_VERSION = 1
 VOCAB_KEY = "vocabulary"  # extra: path of the SentencePiece model the weights were trained with
 VOCAB_FP_KEY = "vocabulary_fingerprint"  # extra: its content hash, added by save_checkpoint
@@ -159,6 +162,12 @@ def build_model(config: ModelConfig, model_kind: str, extra: Mapping[str, Any] |
   from xtr_jax.models import bert, t5, xtr
 
   extra = dict(extra or {})
+  if (model_kind == "bert2bert") != isinstance(config, Bert2BertConfig):
+    raise ValueError(f"model_kind={model_kind!r} does not go with a {type(config).__name__}")
+  if model_kind == "bert2bert":
+    from xtr_jax.models import bert2bert  # noqa: PLC0415
+
+    return bert2bert.Bert2Bert(config)
   bert_kinds = ("bert_encoder", "retrieval") if isinstance(config, BertConfig) else None
   if bert_kinds and model_kind not in bert_kinds or not bert_kinds and model_kind == "bert_encoder":
     raise ValueError(f"model_kind={model_kind!r} does not go with a {type(config).__name__}")
@@ -183,7 +192,7 @@ def expected_param_shapes(
 
   model = build_model(config, model_kind, extra)
   ids = jnp.ones((1, 4), jnp.int32)
-  args = (ids, ids) if model_kind == "mt5" else (ids,)
+  args = (ids, ids) if model_kind in ("mt5", "bert2bert") else (ids,)
   shapes = jax.eval_shape(lambda rng: model.init(rng, *args)["params"], jax.random.PRNGKey(0))
   return unbox(shapes)
 
@@ -240,46 +249,44 @@ BERT_ARCHITECTURE_FIELDS = (
 )  # fmt: skip
 
 
-def check_config_matches_gin(config: ModelConfig, checkpoint: str) -> None:
-  """Refuses a checkpoint whose architecture differs from what the gin config binds.
+def architecture_fields(config: ModelConfig) -> tuple[ModelConfig, str, tuple[str, ...]]:
+  """(the config compared, its configurable's name, the fields that decide the computation).
 
-  Only config parameters explicitly bound in gin (``--gin_file models/mt5_base.gin``,
-  ``--gin.T5Config.d_model=...``, ``--gin.BertConfig.hidden_size=...``) are compared;
-  unbound ones come from the checkpoint.
+  A bert2bert model is compared by its encoder: the decoder's shape is the checkpoint's own.
   """
-  import gin  # noqa: PLC0415
-
+  if isinstance(config, Bert2BertConfig):
+    config = config.encoder
   if isinstance(config, BertConfig):
-    selector, fields = "xtr_jax.models.bert.BertConfig", BERT_ARCHITECTURE_FIELDS
-  else:
-    selector, fields = "xtr_jax.models.config.T5Config", ARCHITECTURE_FIELDS
-  diffs = []
-  for name in fields:
-    try:
-      bound = gin.query_parameter(f"{selector}.{name}")
-    except ValueError:
-      continue  # not bound
-    bound = _resolve_macros(bound)
-    if isinstance(bound, gin.config.ConfigurableReference):
-      continue  # bound to a configurable's output, not a value: nothing to compare
-    if bound != getattr(config, name):
-      diffs.append(f"{name}={bound!r} in gin but {getattr(config, name)!r} in the checkpoint")
+    return config, "xtr_jax.models.bert.BertConfig", BERT_ARCHITECTURE_FIELDS
+  return config, "xtr_jax.models.config.T5Config", ARCHITECTURE_FIELDS
+
+
+def check_config_matches(
+  config: ModelConfig,
+  expected: Mapping[str, Any] | Callable[[str, tuple[str, ...]], Mapping[str, Any]],
+  checkpoint: str,
+  source: str = "gin",
+) -> None:
+  """Refuses a checkpoint whose architecture differs from ``expected`` (field -> value).
+
+  Only the architecture fields present in ``expected`` are compared; the checkpoint side is
+  its recorded config. ``expected`` may be a function of (configurable name, fields): the
+  commands pass ``gin_utils.bound_config_fields``, what their gin configuration binds, so
+  the loader itself never reads gin.
+  """
+  config, selector, fields = architecture_fields(config)
+  if callable(expected):
+    expected = expected(selector, fields)
+  diffs = [
+    f"{name}={expected[name]!r} in {source} but {getattr(config, name)!r} in the checkpoint"
+    for name in fields
+    if name in expected and expected[name] != getattr(config, name)
+  ]
   if diffs:
     raise ValueError(
-      f"checkpoint {checkpoint} does not match the gin model config: {'; '.join(diffs)} "
-      "(drop the model gin file/bindings or pass the matching checkpoint)"
+      f"checkpoint {checkpoint} does not match the {source} model config: {'; '.join(diffs)} "
+      f"(drop the model {source} file/bindings or pass the matching checkpoint)"
     )
-
-
-def _resolve_macros(value: Any) -> Any:
-  """Follows gin macro references (``%VOCAB_SIZE``, possibly chained) to their bound value."""
-  import gin  # noqa: PLC0415
-
-  for _ in range(32):  # macros may reference macros; bounded against cycles
-    if not (isinstance(value, gin.config.ConfigurableReference) and value.selector == "gin.macro"):
-      return value
-    value = gin.query_parameter(f"{value.scoped_selector}.value")
-  return value
 
 
 def _to_host(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -324,13 +331,7 @@ def save_checkpoint(
     }
     # The metadata file is the commit marker of the temporary directory: written last.
     (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True))
-    if target.exists():
-      old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-      os.rename(target, old)
-      os.rename(tmp, target)
-      shutil.rmtree(old, ignore_errors=True)
-    else:
-      os.rename(tmp, target)
+    xio.replace_dir(tmp, target)
   finally:
     if tmp.exists():
       shutil.rmtree(tmp, ignore_errors=True)

@@ -32,8 +32,10 @@ def get_dataset(
   converter: str = "dual_encoder",
   shuffle: bool = True,
   repeat: bool = True,
+  drop_remainder: bool = True,
 ) -> tf.data.Dataset:
-  """The batched tf.data pipeline behind ``get_batches``."""
+  """The batched tf.data pipeline behind ``get_batches`` (``drop_remainder=False``: a last,
+  smaller batch, for reading a split once)."""
   if converter not in CONVERTERS:
     raise ValueError(f"unknown converter {converter!r}; valid: {', '.join(CONVERTERS)}")
   if batch_size < 1:
@@ -63,13 +65,20 @@ def get_dataset(
     lengths = dict(feature_lengths)
     ds = provider.get_dataset(sequence_length=lengths, **kwargs)
     ds = feature_converters.seq2seq_features(ds, lengths)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
   else:
-    eos_id = _eos_id(provider)
+    vocabulary = _vocabulary(provider)
     if isinstance(provider, seqio.Mixture):  # mixtures drop non-output features unless told
       kwargs["passthrough_features"] = feature_converters.PASSTHROUGH
     ds = provider.get_dataset(sequence_length=None, trim_output_features=False, **kwargs)
-    ds = feature_converters.dual_encoder_features(ds, feature_lengths, eos_id)
-  ds = ds.batch(batch_size, drop_remainder=True)
+    ds = feature_converters.dual_encoder_batches(
+      ds,
+      feature_lengths,
+      batch_size,
+      int(vocabulary.eos_id),
+      int(vocabulary.pad_id),
+      drop_remainder=drop_remainder,
+    )
   if start_step:
     ds = ds.skip(start_step)
   options = tf.data.Options()
@@ -77,9 +86,8 @@ def get_dataset(
   return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def _eos_id(provider) -> int:
-  feature = next(iter(provider.output_features.values()))
-  return int(feature.vocabulary.eos_id)
+def _vocabulary(provider) -> seqio.Vocabulary:
+  return next(iter(provider.output_features.values())).vocabulary
 
 
 def _to_numpy(batch: dict) -> dict[str, np.ndarray]:

@@ -17,18 +17,18 @@ string (``exclude``), so the dev set never leaks into training.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from collections.abc import Iterable, Iterator
 
+from xtr_jax import io as xio
+from xtr_jax.data import formats
 from xtr_jax.data.languages import LANGUAGE_NAMES
-from xtr_jax.evaluation import io
 
 
 def _read_lines(path: str) -> list[str]:
-  if not os.path.isfile(path):
+  if not xio.isfile(path):
     raise FileNotFoundError(f"question translations: {path} not found")
-  with open(path, encoding="utf-8") as f:
+  with xio.open_file(path) as f:
     return [line.rstrip("\n") for line in f]
 
 
@@ -77,11 +77,11 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--output", required=True)
   args = p.parse_args(argv)
   try:
-    exclude = [q.question for path in args.exclude for q in io.read_queries(path).values()]
+    exclude = [q.question for path in args.exclude for q in formats.iter_queries(path)]
     rows = list(translation_pairs(args.root, args.languages.split(","), exclude))
   except (ValueError, OSError) as e:  # malformed/missing files and unknown codes: one line
     p.error(str(e))
-  io.atomic_write_text(args.output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+  formats.write_jsonl(args.output, rows)
   print(f"wrote {len(rows)} pairs to {args.output}")
   return 0
 

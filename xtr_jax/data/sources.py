@@ -3,6 +3,10 @@
 Each function matches seqio's ``FunctionDataSource`` signature ``(split, shuffle_files, seed)``
 (bind the other arguments with ``functools.partial``); file locations are resolved when called.
 Every example keeps its ids (``query_id``, ``passage_id``) so encoding tasks can write runs.
+
+Pair files (``jsonl_pairs``): any SWIM-IR-layout JSONL read by ``xtr_jax.data.pairs``, split
+into ``train`` and ``validation`` by a hash of the id (``is_heldout``), so the held-out pairs
+are the same whatever the file order or the seed; the SWIM-IR tasks split the same way.
 """
 
 from __future__ import annotations
@@ -14,6 +18,14 @@ from collections.abc import Callable, Iterator
 import tensorflow as tf
 
 from xtr_jax.data import languages, locations, readers
+from xtr_jax.data.pairs import (  # noqa: F401  (re-exported: the pair-file source's helpers)
+  PAIR_SPLITS,
+  is_heldout,
+  lowercased,
+  pair_rows,
+  read_pairs,
+  split_pairs,
+)
 
 _STR = tf.TensorSpec([], tf.string)
 PAIR_SIGNATURE = {
@@ -41,19 +53,35 @@ MEMORY_CACHE_BYTES = 64 << 20
 
 
 def _dataset(gen: Callable[[], Iterator[dict]], signature, files: tuple = ()) -> tf.data.Dataset:
-  ds = tf.data.Dataset.from_generator(gen, output_signature=signature)
+  """Small files are read at once into tensors (no Python per example); large ones stream."""
   try:
     small = sum(os.path.getsize(f) for f in files if f is not None) < MEMORY_CACHE_BYTES
   except OSError:
     small = False
+  if files and small and all(spec.shape.rank == 0 for spec in signature.values()):
+    return from_rows(list(gen()), signature)
+  ds = tf.data.Dataset.from_generator(gen, output_signature=signature)
   return ds.cache() if files and small else ds
 
 
-def swim_ir_examples(setting: str, code: str) -> Iterator[dict]:
-  """SWIM-IR pairs of one (setting, language) as feature dicts."""
+def from_rows(rows: list[dict], signature) -> tf.data.Dataset:
+  """Scalar string features of in-memory rows as one ``from_tensor_slices`` dataset."""
+  columns = {k: tf.constant([r[k] for r in rows], tf.string, shape=[len(rows)]) for k in signature}
+  return tf.data.Dataset.from_tensor_slices(columns)
+
+
+# The held-out fraction of every pair source's ``validation`` split (the CPU recipes' 5%).
+VALIDATION_FRACTION = 0.05
+
+
+def swim_ir_examples(setting: str, code: str, split: str | None = None) -> Iterator[dict]:
+  """SWIM-IR pairs of one (setting, language) as feature dicts; ``split`` keeps the ``train``
+  or ``validation`` side of the id hash (``is_heldout``), None keeps all."""
   languages.check_setting(setting)
   path = locations.swim_ir_file(setting, code)
   for r in readers.read_swim_ir(path):
+    if split is not None and is_heldout(r.id, VALIDATION_FRACTION) != (split == "validation"):
+      continue
     yield {
       "query_id": r.id,
       "query": r.query,
@@ -67,9 +95,9 @@ def swim_ir_pairs(
   split: str, shuffle_files: bool = False, seed: int | None = None, *, setting: str, code: str
 ) -> tf.data.Dataset:
   del shuffle_files, seed  # one file per language; examples are shuffled by the task
-  _check_split(split, ("train",), f"SWIM-IR {setting}/{code}")
+  _check_split(split, PAIR_SPLITS, f"SWIM-IR {setting}/{code}")
   path = locations.swim_ir_file(setting, code)
-  return _dataset(lambda: swim_ir_examples(setting, code), PAIR_SIGNATURE, (path,))
+  return _dataset(lambda: swim_ir_examples(setting, code, split), PAIR_SIGNATURE, (path,))
 
 
 def xor_train_examples(lang: str) -> Iterator[dict]:
@@ -207,3 +235,32 @@ def xor_corpus(split: str, shuffle_files: bool = False, seed: int | None = None)
       yield {"passage_id": p.id, "passage": readers.passage_text(p.title, p.text)}
 
   return _dataset(gen, PASSAGE_SIGNATURE, (locations.find_xor_file("corpus"),))
+
+
+# ----------------------------------------------------------------------------- pair files
+
+SEQ2SEQ_SIGNATURE = {"inputs": _STR, "targets": _STR, "passage_id": _STR, "lang": _STR}
+
+
+def jsonl_pairs(
+  split: str,
+  shuffle_files: bool = False,
+  seed: int | None = None,
+  *,
+  pattern: str,
+  heldout_fraction: float = 0.05,
+  lowercase: bool = False,
+  xqg_prompt: str | None = None,
+) -> tf.data.Dataset:
+  """Pair files as a seqio source: file order, the split's records, in memory."""
+  del shuffle_files, seed  # the task (or the batch factory) orders the examples
+  records = read_pairs(pattern)
+  records = split_pairs(records, split, heldout_fraction, f"pair files {pattern!r}")
+  if lowercase:
+    records = lowercased(records)
+  signature = PAIR_SIGNATURE if xqg_prompt is None else SEQ2SEQ_SIGNATURE
+  try:
+    rows = pair_rows(records, xqg_prompt)
+  except ValueError as e:
+    raise ValueError(f"{pattern}: {e}") from None
+  return from_rows(rows, signature)

@@ -83,21 +83,30 @@ def train_sentencepiece(
   *,
   character_coverage: float = 0.9995,
   max_sentences: int | None = None,
+  input_sentence_size: int = 0,
 ) -> str:
-  """Trains a unigram SentencePiece model; writes ``{prefix}.model``/``.vocab`` atomically.
+  """The project's one SentencePiece trainer: unigram, pad 0, eos 1, unk 2, no bos.
 
-  Returns the ``.model`` path. The vocabulary size is a soft limit so tiny corpora still train.
+  Writes ``{prefix}.model``/``.vocab`` atomically and returns the ``.model`` path; a
+  ``model_prefix`` ending in ``.model`` names the model file itself. ``max_sentences`` keeps
+  the first N texts; ``input_sentence_size`` > 0 lets SentencePiece sample N of them
+  (shuffled, what the training recipes use); 0 trains on all. The vocabulary size is a soft
+  limit so tiny corpora still train.
   """
   import sentencepiece as spm
 
   if vocab_size < 8:
     raise ValueError(f"vocab_size must be >= 8, got {vocab_size}")
+  model_prefix = model_prefix.removesuffix(".model")
   out_dir = os.path.dirname(os.path.abspath(model_prefix))
   os.makedirs(out_dir, exist_ok=True)
   sentences = (t.replace("\n", " ").strip() for t in texts)
   sentences = (t for t in sentences if t)
   if max_sentences:
     sentences = itertools.islice(sentences, max_sentences)
+  sampling = {}
+  if input_sentence_size:
+    sampling = {"input_sentence_size": input_sentence_size, "shuffle_input_sentence": True}
   with tempfile.TemporaryDirectory(dir=out_dir, prefix=".spm-") as tmp:
     tmp_prefix = os.path.join(tmp, "model")
     spm.SentencePieceTrainer.train(
@@ -112,6 +121,7 @@ def train_sentencepiece(
       bos_id=-1,
       hard_vocab_limit=False,
       minloglevel=2,
+      **sampling,
     )
     for ext in (".model", ".vocab"):
       os.replace(tmp_prefix + ext, model_prefix + ext)
@@ -180,15 +190,23 @@ def main(argv: list[str] | None = None) -> int:
   """``xtr-jax train-vocab``."""
   from xtr_jax.gin_utils import parse_args_with_gin
 
-  parser = argparse.ArgumentParser(prog="xtr-jax train-vocab", description=__doc__)
+  parser = argparse.ArgumentParser(
+    prog="xtr-jax train-vocab",
+    description=__doc__,
+    formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+  )
   parser.add_argument("--output", required=True, help="Model prefix; writes PREFIX.model/.vocab.")
-  parser.add_argument("--vocab_size", type=int, default=32000)
+  parser.add_argument("--vocab_size", type=int, default=32000, help="Pieces in the vocabulary.")
   parser.add_argument("--swim_ir_dir", help="SWIM-IR layout folder (all *.jsonl under it).")
   parser.add_argument("--xor_dir", help="Folder with XOR-TyDi query JSONL files.")
   parser.add_argument("--corpus", help="Corpus TSV (id, text, title).")
-  parser.add_argument("--max_sentences", type=int, default=None)
-  parser.add_argument("--character_coverage", type=float, default=0.9995)
-  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument(
+    "--max_sentences", type=int, default=None, help="Sentences sampled for training (all)."
+  )
+  parser.add_argument(
+    "--character_coverage", type=float, default=0.9995, help="SentencePiece character coverage."
+  )
+  parser.add_argument("--seed", type=int, default=0, help="Sampling seed.")
   args = parse_args_with_gin(parser, argv)
   if not (args.swim_ir_dir or args.xor_dir or args.corpus):
     parser.error("give at least one of --swim_ir_dir, --xor_dir, --corpus")

@@ -15,6 +15,7 @@ import re
 import statistics
 import sys
 
+from xtr_jax.cli import ArgumentParser, UsageError
 from xtr_jax.evaluation import io, metrics, significance, tokenize, xor_retrieve
 
 DEFAULT_METRICS = "R@2kt,R@5kt,Recall@20,Recall@100,MRR@10,nDCG@10"
@@ -176,17 +177,22 @@ def markdown_report(
   return "\n".join(lines) + "\n"
 
 
-def build_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="xtr-jax evaluate", description=__doc__)
+def build_parser() -> ArgumentParser:
+  p = ArgumentParser(prog="xtr-jax evaluate", description=__doc__)
   p.add_argument("--run", required=True, help="TREC run or XOR prediction JSON to score.")
   p.add_argument("--queries", required=True, help="Queries JSONL (id, lang, question, answers).")
   p.add_argument("--qrels", help="Qrels (qid 0 pid rel) for Recall/MRR/nDCG.")
   p.add_argument("--corpus", help="Corpus TSV; needed for R@kt of a TREC run.")
-  p.add_argument("--metrics", default=None, help=f"Comma-separated (default {DEFAULT_METRICS}).")
+  p.add_argument(
+    "--metrics",
+    default=None,
+    help=f"Comma-separated (default: those of {DEFAULT_METRICS} the inputs allow).",
+  )
   p.add_argument("--compare", help="A second run (same format) for paired significance.")
   p.add_argument(
     "--output",
-    help="Output prefix: writes PREFIX.md and PREFIX.json (default: the run path + '.eval').",
+    help="Output prefix: writes PREFIX.md and PREFIX.json, creating the folder (default: the "
+    "run path + '.eval').",
   )
   p.add_argument(
     "--tokenizer",
@@ -198,32 +204,43 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument(
     "--punkt_train_chars", type=int, default=2_000_000, help="Corpus characters Punkt trains on."
   )
-  p.add_argument("--bootstrap_samples", type=int, default=10_000)
-  p.add_argument("--confidence", type=float, default=0.95)
-  p.add_argument("--seed", type=int, default=0)
+  p.add_argument(
+    "--bootstrap_samples", type=int, default=10_000, help="Bootstrap resamples (--compare)."
+  )
+  p.add_argument("--confidence", type=float, default=0.95, help="Bootstrap CI level (--compare).")
+  p.add_argument("--seed", type=int, default=0, help="Bootstrap seed (--compare).")
   return p
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+  """Every file flag names an existing file (a one-line error naming the flag otherwise)."""
+  for flag in ("run", "queries", "qrels", "corpus", "compare"):
+    value = getattr(args, flag)
+    if value and not pathlib.Path(value).is_file():
+      found = "a directory" if pathlib.Path(value).is_dir() else "nothing"
+      raise FileNotFoundError(f"--{flag} file not found: {value} ({found} there)")
+  if not 0.0 < args.confidence < 1.0:
+    raise UsageError(f"--confidence {args.confidence}: expected a level in (0, 1)")
+  if args.bootstrap_samples < 1:
+    raise UsageError(f"--bootstrap_samples {args.bootstrap_samples}: expected >= 1")
 
 
 def main(argv: list[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
-  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+  check_inputs(args)
+  if args.metrics:
+    names = [m.strip() for m in args.metrics.split(",") if m.strip()]
+  else:  # the defaults that the given inputs can compute
+    names = [
+      m
+      for m in DEFAULT_METRICS.split(",")
+      if (_RKT.match(m) and (args.corpus or is_xor_json(args.run)))
+      or (not _RKT.match(m) and args.qrels and not is_xor_json(args.run))
+    ]
+    if not names:
+      raise UsageError("nothing to compute: give --qrels and/or --corpus (or an XOR JSON run)")
+  evaluator = Evaluator(args, names)
   try:
-    for flag in ("run", "queries", "qrels", "corpus", "compare"):
-      value = getattr(args, flag)
-      if value and not pathlib.Path(value).is_file():
-        raise FileNotFoundError(f"--{flag} file not found: {value}")
-    if args.metrics:
-      names = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    else:  # the defaults that the given inputs can compute
-      names = [
-        m
-        for m in DEFAULT_METRICS.split(",")
-        if (_RKT.match(m) and (args.corpus or is_xor_json(args.run)))
-        or (not _RKT.match(m) and args.qrels and not is_xor_json(args.run))
-      ]
-      if not names:
-        raise ValueError("nothing to compute: give --qrels and/or --corpus (or an XOR JSON run)")
-    evaluator = Evaluator(args, names)
     scores = evaluator.score(args.run)
     comparison = None
     if args.compare:
@@ -231,9 +248,11 @@ def main(argv: list[str] | None = None) -> int:
       comparison = compare_runs(
         scores, other, samples=args.bootstrap_samples, confidence=args.confidence, seed=args.seed
       )
-  except (FileNotFoundError, ValueError, KeyError, LookupError) as e:
-    print(f"xtr-jax evaluate: error: {e}", file=sys.stderr)
-    return 2
+  except KeyError as e:  # io.py's "ids of the run missing from the queries / the corpus"
+    message = e.args[0] if e.args else None
+    if not (isinstance(message, str) and " " in message):
+      raise  # a bare key: a lookup bug, not an input error
+    raise UsageError(message) from e
   report = markdown_report(args.run, scores, evaluator.tokenizer_desc, comparison, args.compare)
   print(report)
   prefix = args.output or f"{args.run}.eval"

@@ -3,12 +3,11 @@
 Multilingual questions against an English corpus share few surface tokens (names, numbers,
 Latin-script words), so this is the floor a cross-lingual retriever must clear.
 
-  python -m xtr_jax.experiments.bm25 --queries Q.jsonl --corpus corpus.tsv --output bm25.trec
+  xtr-jax bm25 --queries Q.jsonl --corpus corpus.tsv --output runs/bm25.trec
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
@@ -75,19 +74,22 @@ def read_corpus_with_titles(path: io.PathLike) -> dict[str, tuple[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m xtr_jax.experiments.bm25", description=__doc__)
+  from xtr_jax.cli import ArgumentParser, positive_int  # noqa: PLC0415
+
+  parser = ArgumentParser(prog="xtr-jax bm25", description=__doc__)
   parser.add_argument("--queries", required=True, help="XOR-layout queries JSONL.")
   parser.add_argument("--corpus", required=True, help="Corpus TSV (id, text, title; header).")
-  parser.add_argument("--output", required=True, help="TREC run to write (atomic).")
-  parser.add_argument("--k", type=int, default=100, help="Passages per query.")
-  parser.add_argument("--k1", type=float, default=1.5)
-  parser.add_argument("--b", type=float, default=0.75)
-  parser.add_argument("--tag", default="bm25")
+  parser.add_argument(
+    "--output", required=True, help="TREC run to write (atomic; its folder is created)."
+  )
+  parser.add_argument("--k", type=positive_int, default=100, help="Passages per query.")
+  parser.add_argument("--k1", type=float, default=1.5, help="BM25 term-frequency saturation.")
+  parser.add_argument("--b", type=float, default=0.75, help="BM25 length normalisation.")
+  parser.add_argument("--tag", default="bm25", help="Run tag (last TREC column).")
   args = parser.parse_args(argv)
-  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
   start = time.time()
-  queries = io.read_queries(args.queries)
-  corpus = read_corpus_with_titles(args.corpus)
+  queries = io.read_queries(io.check_file(args.queries, "--queries"))
+  corpus = read_corpus_with_titles(io.check_file(args.corpus, "--corpus"))
   logging.info("BM25: %d queries x %d passages", len(queries), len(corpus))
   run = bm25_run(queries, corpus, k=args.k, k1=args.k1, b=args.b)
   io.write_trec_run(args.output, run, tag=args.tag)
@@ -95,5 +97,7 @@ def main(argv: list[str] | None = None) -> int:
   return 0
 
 
-if __name__ == "__main__":
-  sys.exit(main())
+if __name__ == "__main__":  # same as `xtr-jax bm25`
+  from xtr_jax.cli import main as cli_main
+
+  sys.exit(cli_main(["bm25", *sys.argv[1:]], owns_process=True))

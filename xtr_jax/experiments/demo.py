@@ -25,7 +25,6 @@ Every stage runs the same subcommand a user would run; the demo only chooses fla
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -34,7 +33,8 @@ import sys
 import time
 
 from xtr_jax import cli
-from xtr_jax.models import script_share
+from xtr_jax.cli import ArgumentParser
+from xtr_jax.xqg import script_share
 
 SHARED_DEFAULT = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -177,12 +177,11 @@ def sample_corpus(corpus: str, output: pathlib.Path, n: int, seed: int = 0) -> i
   """
   import random  # noqa: PLC0415
 
-  with open(corpus, encoding="utf-8") as f:
-    header, *rows = f.read().splitlines()
+  from xtr_jax.data import formats  # noqa: PLC0415
+
+  rows = list(formats.read_corpus(corpus))
   keep = sorted(random.Random(seed).sample(range(len(rows)), min(n, len(rows))))
-  tmp = output.with_name(output.name + ".tmp")
-  tmp.write_text("\n".join([header] + [rows[i] for i in keep]) + "\n", encoding="utf-8")
-  os.replace(tmp, output)
+  formats.write_corpus(output, [rows[i] for i in keep])
   return len(keep)
 
 
@@ -314,11 +313,18 @@ def systems_table(rows: list[tuple[str, dict]], metrics: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="xtr-jax demo", description=__doc__.split("\n")[0])
+  parser = ArgumentParser(prog="xtr-jax demo", description=__doc__.split("\n")[0])
   parser.add_argument("--output_dir", default="demo_output", help="Where every artefact goes.")
-  parser.add_argument("--data", choices=["sample", "shared"], default="sample")
+  parser.add_argument(
+    "--data",
+    choices=["sample", "shared"],
+    default="sample",
+    help="sample: the shipped sample; shared: ../shared/data (XOR mini and the real pairs).",
+  )
   parser.add_argument("--shared_dir", default=str(SHARED_DEFAULT), help="For --data shared.")
-  parser.add_argument("--scale", choices=sorted(SCALES), default="default")
+  parser.add_argument(
+    "--scale", choices=sorted(SCALES), default="default", help="Preset of steps and sizes."
+  )
   parser.add_argument(
     "--retriever",
     choices=RETRIEVERS,

@@ -23,7 +23,8 @@ import json
 import os
 import pathlib
 import random
-import tempfile
+
+from xtr_jax.io import atomic_write_text as _atomic_write_text
 
 LANGUAGES: dict[str, str] = {
   "ar": "Arabic",
@@ -157,14 +158,6 @@ def passages_of(town: dict) -> tuple[str, str]:
 
 def answer_of(town: dict, attribute: str) -> str:
   return town[attribute]
-
-
-def _atomic_write_text(path: pathlib.Path, text: str) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-  with os.fdopen(fd, "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(tmp, path)
 
 
 def _jsonl(rows: list[dict]) -> str:

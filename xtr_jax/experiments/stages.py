@@ -41,25 +41,20 @@ import numpy as np
 import gin
 from xtr_jax import gin_utils
 from xtr_jax.checkpoints import orbax_io
+from xtr_jax.data import formats, vocab
+from xtr_jax.data.formats import read_corpus
 from xtr_jax.data.readers import read_generated_queries
+from xtr_jax.data.tokenizer import Tokenizer, bucket_length, pad_batch
 from xtr_jax.evaluation import io as eval_io
 from xtr_jax.index import augment as index_augment
+from xtr_jax.index import build as index_build
 from xtr_jax.index import cli as index_cli
-from xtr_jax.index.encode import (
-  EncodeParams,
-  TokenEncoder,
-  Tokenizer,
-  atomic_write_bytes,
-  atomic_write_json,
-  bucket_length,
-  pad_batch,
-  passage_text,
-  read_corpus,
-)
+from xtr_jax.index.encode import EncodeParams, TokenEncoder, passage_text
 from xtr_jax.index.retriever import Retriever, SearchParams
-from xtr_jax.models import generate_cli
+from xtr_jax.io import atomic_write_bytes, atomic_write_json
 from xtr_jax.models.xtr import RetrievalEncoder
 from xtr_jax.training import inputs, optimizers, trainer
+from xtr_jax.xqg import generate as xqg_generate
 
 MODELS_FILE = "models.json"
 
@@ -73,21 +68,19 @@ def isolated_gin(bindings: Sequence[str], gin_files: Sequence[str] = ()) -> Iter
 
   The sweep runner's config (``sweep_spec``, ``evaluate_stage``) must survive a stage that
   builds a whole training config, and no binding of one configuration may leak into the next.
+  Only gin's public API: the caller's config is saved as its parsable ``config_str`` and
+  parsed again afterwards (re-locked if it was locked).
   """
-  c = gin.config
-  saved = {k: dict(v) for k, v in c._CONFIG.items()}
-  imports = set(c._IMPORTS)
-  operative = {k: dict(v) for k, v in c._OPERATIVE_CONFIG.items()}
+  saved = gin.config_str()
   locked = gin.config_is_locked()
   try:
     gin_utils.parse_gin(list(gin_files), list(bindings))
     yield
   finally:
     gin.clear_config()
-    c._CONFIG.update(saved)
-    c._IMPORTS.update(imports)
-    c._OPERATIVE_CONFIG.update(operative)
-    c._set_config_is_locked(locked)
+    gin.parse_config(saved)
+    if locked:
+      gin.finalize()
 
 
 # ----------------------------------------------------------------------------- data selection
@@ -196,11 +189,6 @@ def select_pairs(
   return kept, stats
 
 
-def write_jsonl(path: pathlib.Path, records: Sequence[dict[str, Any]]) -> None:
-  text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-  atomic_write_bytes(str(path), text.encode("utf-8"))
-
-
 def vocabulary_texts(patterns: Sequence[str], sources: Sequence[str] = ()) -> list[str]:
   """Texts for the SentencePiece model: JSONL lines give query + title + text (only records
   whose ``source`` is in ``sources``, when given), TSV corpora title + text, other files
@@ -211,15 +199,14 @@ def vocabulary_texts(patterns: Sequence[str], sources: Sequence[str] = ()) -> li
     if not paths:
       raise FileNotFoundError(f"vocabulary text pattern {pattern!r} matches no file")
     for path in paths:
+      if path.endswith(".tsv"):  # a corpus: id, text, title (header row)
+        texts += [formats.passage_text(p.title, p.text) for p in read_corpus(path)]
+        continue
       with open(path, encoding="utf-8") as f:
         for line in f:
           if not line.strip():
             continue
-          if path.endswith(".tsv"):  # a corpus: id, text, title (header row)
-            cols = line.rstrip("\n").split("\t")
-            if cols[:2] != ["id", "text"]:
-              texts.append(" ".join(cols[2:3] + cols[1:2]))
-          elif path.endswith(".jsonl"):
+          if path.endswith(".jsonl"):
             row = json.loads(line)
             if sources and row.get("source") not in sources:
               continue
@@ -356,14 +343,14 @@ def train_stage(
     seed=plan.seed,
   )
   train_file = home / "train_pairs.jsonl"
-  write_jsonl(train_file, train_pairs)
+  formats.write_jsonl(train_file, train_pairs)
 
   vocabulary = plan.vocabulary or str(sweep_dir / "vocab" / f"spm_{plan.vocab_size}.model")
   if not os.path.isfile(vocabulary):
     patterns = list(plan.vocab_texts) or [os.path.join(plan.pairs_dir, "*.jsonl")]
     texts = vocabulary_texts(patterns, plan.sources)
     logging.info("training the shared %d-piece vocabulary on %d texts", plan.vocab_size, len(texts))
-    inputs.train_sentencepiece(texts, vocabulary, plan.vocab_size)
+    vocab.train_sentencepiece(texts, vocabulary, plan.vocab_size, input_sentence_size=200_000)
   common = [f"PAIRS = '{train_file}'", f"VOCAB = '{vocabulary}'"]
   out: dict[str, Any] = {
     "vocabulary": os.path.abspath(vocabulary),
@@ -384,14 +371,14 @@ def train_stage(
       seed=plan.seed,
     )
     adapt_file = home / "adapt_pairs.jsonl"
-    write_jsonl(adapt_file, adapt_pairs)
+    formats.write_jsonl(adapt_file, adapt_pairs)
     overrides = [
       f"PAIRS = '{adapt_file}'",
       f"VOCAB = '{vocabulary}'",
       f"TRAIN_STEPS = {plan.adapt_steps}",
       f"trainer.train.init_checkpoint = '{final}'",
       "trainer.train.eval_batches = None",
-      "inputs.jsonl_pairs_batches.heldout_fraction = 0.0",
+      "inputs.pairs_batches.heldout_fraction = 0.0",
       f"optimizers.learning_rate_schedule.warmup_steps = {plan.adapt_warmup_steps}",
     ]
     if plan.adapt_learning_rate is not None:
@@ -493,7 +480,7 @@ def index_stage(config_name: str, bindings: Sequence[str], workdir: pathlib.Path
 
         vectors = index_augment.augment_passage_matrix(
           vectors,
-          [p.pid for p in passages],
+          [p.id for p in passages],
           read_generated_queries(str(generated)),
           encode_questions,
           alpha=plan.augment_alpha,
@@ -507,7 +494,7 @@ def index_stage(config_name: str, bindings: Sequence[str], workdir: pathlib.Path
       np.save(tmp / "dense_vectors.npy", vectors)
       atomic_write_json(
         str(tmp / "dense.json"),
-        {"checkpoint": checkpoint, "passage_ids": [p.pid for p in passages]},
+        {"checkpoint": checkpoint, "passage_ids": [p.id for p in passages]},
       )
       if output.exists():
         output.rename(old)
@@ -525,7 +512,7 @@ def index_stage(config_name: str, bindings: Sequence[str], workdir: pathlib.Path
         max_length=plan.question_length,
       )
       augmentation["extra_weight"] = plan.augment_weight
-    manifest = index_cli.build_from_corpus(
+    manifest = index_build.build_from_corpus(
       plan.corpus,
       str(output),
       ckpt.params,
@@ -536,7 +523,7 @@ def index_stage(config_name: str, bindings: Sequence[str], workdir: pathlib.Path
       checkpoint=checkpoint,
       overwrite=True,
       progress=False,
-      **augmentation,
+      **{**index_cli.index_settings(), **augmentation},
     )
   return {
     "num_passages": manifest["num_passages"],
@@ -569,7 +556,7 @@ def search_stage(config_name: str, bindings: Sequence[str], workdir: pathlib.Pat
   with isolated_gin(bindings):
     plan, params = SearchPlan(), SearchParams()
   # The model comes from the checkpoint alone: loaded outside the configuration's gin.
-  queries = index_cli.read_queries(plan.queries)
+  queries = [(q.id, q.question) for q in formats.iter_queries(plan.queries, require_lang=False)]
   texts = [q for _, q in queries]
   index_dir = workdir / "index"
   if (index_dir / "dense.json").is_file():
@@ -589,7 +576,7 @@ def search_stage(config_name: str, bindings: Sequence[str], workdir: pathlib.Pat
     results = []
     for start in range(0, len(texts), plan.batch_size):
       results += retriever.search(texts[start : start + plan.batch_size], plan.k, plan.exact)
-  text = index_cli.format_trec([qid for qid, _ in queries], results, tag=config_name)
+  text = formats.format_trec_run(dict(zip([qid for qid, _ in queries], results)), config_name)
   atomic_write_bytes(str(workdir / plan.run_file), text.encode("utf-8"))
   seconds = time.time() - t0
   return {"num_queries": len(queries), "seconds": round(seconds, 1)}
@@ -630,7 +617,7 @@ def generate_stage(config_name: str, bindings: Sequence[str], workdir: pathlib.P
       raise ValueError(f"model {plan.model!r} has model_kind={ckpt.model_kind!r}, expected 'mt5'")
     vocabulary = (ckpt.extra or {}).get("vocabulary")
     tokenizer = Tokenizer(vocabulary, ckpt.config.vocab_size, ckpt.config.eos_token_id)
-    settings = generate_cli.DecodeSettings(
+    settings = xqg_generate.DecodeSettings(
       strategy=plan.strategy,
       num_questions=plan.num_questions,
       top_k=plan.top_k,
@@ -638,9 +625,9 @@ def generate_stage(config_name: str, bindings: Sequence[str], workdir: pathlib.P
       max_input_length=plan.max_input_length,
       max_decode_length=plan.max_decode_length,
     )
-    settings = generate_cli.resolve_language_tags(settings, model_checkpoint(workdir, plan.model))
-    generator = generate_cli.QuestionGenerator(ckpt.params, ckpt.config, tokenizer, settings)
-    stats = generate_cli.generate_corpus(
+    settings = xqg_generate.resolve_language_tags(settings, model_checkpoint(workdir, plan.model))
+    generator = xqg_generate.QuestionGenerator(ckpt.params, ckpt.config, tokenizer, settings)
+    stats = xqg_generate.generate_corpus(
       plan.corpus,
       str(workdir / "generated.jsonl"),
       generator,

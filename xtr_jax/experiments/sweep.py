@@ -415,7 +415,9 @@ register_stage("bm25", bm25_stage)
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="xtr-jax sweep", description=__doc__)
   parser.add_argument("--output", required=True, help="Sweep folder (results.jsonl, tables, plot).")
-  parser.add_argument("--only", default="", help="Comma-separated configuration names to run.")
+  parser.add_argument(
+    "--only", default="", help="Comma-separated configuration names to run (default: all)."
+  )
   parser.add_argument("--dry_run", action="store_true", help="Print configurations, run nothing.")
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
   try:

@@ -11,7 +11,7 @@ Two families:
   language (mean of that language's question tokens, renormalised) to keep the index small.
 
 The token-level functions produce the ``(passage id, [n, d] vectors)`` pairs that
-``xtr_jax.index.store.build_index(extra_vectors=...)`` (and ``index.cli.build_from_corpus``)
+``xtr_jax.index.store.build_index(extra_vectors=...)`` (and ``index.build.build_from_corpus``)
 append after the corpus tokens.
 """
 

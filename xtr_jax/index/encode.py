@@ -16,20 +16,19 @@ Every file is written to a temporary name and renamed, and a shard counts as don
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import logging
 import os
-import sys
-from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding, PartitionSpec
 
 import gin
+from xtr_jax import partitioning
+from xtr_jax.data.formats import Passage, read_corpus  # noqa: F401  (re-exported)
 from xtr_jax.data.tokenizer import (  # noqa: F401  (re-exported: the wings import them here)
   SentencePieceTokenizer,
   Tokenizer,
@@ -38,7 +37,7 @@ from xtr_jax.data.tokenizer import (  # noqa: F401  (re-exported: the wings impo
   pad_batch,
   split_windows,
 )
-from xtr_jax.io import atomic_write_bytes  # noqa: F401  (re-exported)
+from xtr_jax.io import atomic_save_npy, atomic_write_bytes, atomic_write_json  # noqa: F401
 from xtr_jax.models.bert import BertConfig
 from xtr_jax.models.config import T5Config
 from xtr_jax.models.xtr import RetrievalEncoder, output_dim
@@ -58,65 +57,20 @@ CPU_TOKEN_BUDGET = 2048
 ACCELERATOR_TOKEN_BUDGET = 8192
 
 
-# ---------------------------------------------------------------------------- files
-
-
-def atomic_write_json(path: str, obj) -> None:
-  atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode("utf-8"))
-
-
-def atomic_save_npy(path: str, array: np.ndarray) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}.npy"
-  np.save(tmp, array)
-  os.replace(tmp, path)
-
-
-@dataclasses.dataclass(frozen=True)
-class Passage:
-  pid: str
-  text: str
-  title: str
-
-
-def read_corpus(path: str) -> Iterator[Passage]:
-  """Streams a TSV corpus ``id\\ttext\\ttitle`` with a header row (XOR-TyDi / DPR layout)."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"corpus file not found: {path}")
-  csv.field_size_limit(sys.maxsize)
-  with open(path, encoding="utf-8", newline="") as f:
-    reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-    header = next(reader, None)
-    if header is None:
-      raise ValueError(f"{path}:1: empty corpus file (expected header 'id\\ttext\\ttitle')")
-    cols = [h.strip().lower() for h in header]
-    if "id" not in cols or "text" not in cols:
-      raise ValueError(f"{path}:1: header {header!r} lacks 'id' and 'text' columns")
-    i_id, i_text = cols.index("id"), cols.index("text")
-    i_title = cols.index("title") if "title" in cols else None
-    for row in reader:
-      line = reader.line_num
-      if not row or row == [""]:
-        continue
-      if len(row) != len(cols):
-        raise ValueError(
-          f"{path}:{line}: expected {len(cols)} tab-separated fields {cols}, got {len(row)}"
-        )
-      if not row[i_id]:
-        raise ValueError(f"{path}:{line}: empty passage id")
-      yield Passage(row[i_id], row[i_text], row[i_title] if i_title is not None else "")
-
-
 @gin.configurable
 def passage_text(passage: Passage, template: str = "{title} {text}") -> str:
   """The text encoded for a passage; ``template`` may use ``{title}``, ``{text}``, ``{id}``."""
-  return template.format(title=passage.title, text=passage.text, id=passage.pid).strip()
+  return template.format(title=passage.title, text=passage.text, id=passage.id).strip()
 
 
 # ---------------------------------------------------------------------------- encoder
 
 
 class TokenEncoder:
-  """Jitted ``RetrievalEncoder`` with the batch sharded over all local devices.
+  """Jitted ``RetrievalEncoder``: batch over the mesh's ``data`` axis, parameters placed by
+  the training's logical axis rules (``partitioning.shard_params_for_inference``), so with
+  ``model_parallel > 1`` a model larger than one device is split over ``model_parallel``
+  devices per replica.
 
   ``pooling='mean'`` makes it a single-vector encoder that looks like a token encoder
   whose every text has one token: the index, the XTR scoring (one query token, so the
@@ -130,22 +84,20 @@ class TokenEncoder:
     config: T5Config | BertConfig,
     proj_dim: int = 128,
     pooling: str = "token",
+    model_parallel: int = 1,
+    rules: partitioning.AxisRules = partitioning.DEFAULT_RULES,
   ):
-    import flax.linen as nn  # noqa: PLC0415
-
     self.config = config
     self.proj_dim = output_dim(config, proj_dim)
     self.pooling = pooling
     self.pad_id = config.pad_token_id
     self.model = RetrievalEncoder(config, proj_dim=proj_dim, pooling=pooling)
-    devices = np.array(jax.devices())
-    self.num_devices = devices.size
-    self.platform = devices.flat[0].platform
-    mesh = Mesh(devices, ("data",))
+    mesh = partitioning.inference_mesh(model_parallel)
+    self.num_devices = mesh.shape["data"]  # batch rows are split over the replicas
+    self.platform = mesh.devices.flat[0].platform
     self.batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
-    replicated = NamedSharding(mesh, PartitionSpec())
-    params = nn.meta.unbox(params)
-    self.params = jax.device_put(params, replicated)
+    self.params = partitioning.shard_params_for_inference(params, self.model, mesh, rules)
+    param_sharding = jax.tree.map(lambda a: a.sharding, self.params)
 
     def apply(p, ids):
       out = self.model.apply({"params": p}, ids)
@@ -154,7 +106,7 @@ class TokenEncoder:
       return out.astype(jnp.float16)
 
     self._fn = jax.jit(
-      apply, in_shardings=(replicated, self.batch_sharding), out_shardings=self.batch_sharding
+      apply, in_shardings=(param_sharding, self.batch_sharding), out_shardings=self.batch_sharding
     )
 
   def round_batch(self, batch_size: int) -> int:
@@ -349,7 +301,7 @@ def encode_corpus(
     atomic_save_npy(os.path.join(work_dir, f"vectors_{index:05d}.npy"), vectors)
     atomic_save_npy(os.path.join(work_dir, f"token_to_passage_{index:05d}.npy"), t2p)
     atomic_write_json(
-      os.path.join(work_dir, f"passage_ids_{index:05d}.json"), [p.pid for p in batch]
+      os.path.join(work_dir, f"passage_ids_{index:05d}.json"), [p.id for p in batch]
     )
     record["shards"].append(
       {"index": index, "first_row": first_row, "passages": len(batch), "tokens": int(len(t2p))}

@@ -529,7 +529,7 @@ def init_cache(
     encoder_mask,
     dummy,
     decode=True,
-    method=Transformer.decode,
+    method=type(model).decode,  # any encoder-decoder with this method (bert2bert)
     mutable=["cache"],
   )
   return variables["cache"]
@@ -543,7 +543,7 @@ def decode_step(model: Transformer, params, cache, encoder_mask: Array, token_id
     encoder_mask,
     token_ids,
     decode=True,
-    method=Transformer.decode,
+    method=type(model).decode,  # any encoder-decoder with this method (bert2bert)
     mutable=["cache"],
   )
   return logits[:, -1], variables["cache"]

@@ -68,7 +68,7 @@ class EncodeShardWork:
       os.path.join(out, f"vectors_{i:05d}.npy"), np.concatenate(vecs).astype(np.float16)
     )
     atomic_save_npy(os.path.join(out, f"token_to_passage_{i:05d}.npy"), t2p)
-    atomic_write_json(os.path.join(out, f"passage_ids_{i:05d}.json"), [r.pid for r in rows])
+    atomic_write_json(os.path.join(out, f"passage_ids_{i:05d}.json"), [r.id for r in rows])
     stats = {"index": i, "first_row": first, "passages": len(rows), "tokens": int(t2p.size),
              "seconds": round(time.time() - t0, 2), "model_fingerprint": self.fingerprint}  # fmt: skip
     shards.mark_done(out, i, stats)
@@ -78,7 +78,7 @@ class EncodeShardWork:
 def _as_passage(row: shards.Row):
   from xtr_jax.index.encode import Passage  # noqa: PLC0415
 
-  return Passage(row.pid, row.text, row.title)
+  return Passage(row.id, row.text, row.title)
 
 
 def write_progress(output_dir: str, specs: list[shards.ShardSpec], settings: dict) -> dict:

@@ -18,7 +18,7 @@ import json
 import os
 import time
 
-from xtr_jax.index.encode import atomic_write_bytes
+from xtr_jax.io import atomic_write_bytes
 from xtr_jax.scale import shards
 from xtr_jax.scale.beam_encode import run_pipeline
 
@@ -37,7 +37,7 @@ class GenerateShardWork:
   def setup(self) -> None:
     from xtr_jax.checkpoints.orbax_io import load_checkpoint  # noqa: PLC0415
     from xtr_jax.index.encode import Tokenizer  # noqa: PLC0415
-    from xtr_jax.models.generate_cli import (  # noqa: PLC0415
+    from xtr_jax.xqg.generate import (  # noqa: PLC0415
       DecodeSettings,
       QuestionGenerator,
       resolve_language_tags,
@@ -56,7 +56,7 @@ class GenerateShardWork:
   def process(self, spec: shards.ShardSpec):
     import jax  # noqa: PLC0415
 
-    from xtr_jax.models.generate_cli import xqg_input  # noqa: PLC0415
+    from xtr_jax.data.xqg_prompt import xqg_input  # noqa: PLC0415
 
     if shards.is_done(self.output_dir, spec.index):
       yield shards.finished_stats(self.output_dir, [spec])[0]
@@ -78,7 +78,7 @@ class GenerateShardWork:
         per_lang = out[j * len(self.languages) : (j + 1) * len(self.languages)]
         gen = {c: qs for c, qs in zip(self.languages, per_lang)}
         questions += sum(len(q) for q in per_lang)
-        lines.append(json.dumps({"docid": r.pid, "generated_queries": gen}, ensure_ascii=False))
+        lines.append(json.dumps({"docid": r.id, "generated_queries": gen}, ensure_ascii=False))
     path = os.path.join(self.output_dir, f"questions_{spec.index:05d}.jsonl")
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
     stats = {"index": spec.index, "first_row": spec.first_row, "passages": len(rows),
@@ -100,7 +100,7 @@ def generate(corpus: str, checkpoint: str, output_dir: str, languages: list[str]
 
 
 def main(argv: list[str] | None = None) -> int:
-  from xtr_jax.models.generate_cli import DecodeSettings  # noqa: PLC0415
+  from xtr_jax.xqg.generate import DecodeSettings  # noqa: PLC0415
 
   ap = argparse.ArgumentParser(prog="python -m xtr_jax.scale.beam_generate", description=__doc__)
   ap.add_argument("--corpus", required=True)

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
   if args.num_processes > 1:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    from xtr_jax.training import partitioning  # noqa: PLC0415
+    from xtr_jax import partitioning  # noqa: PLC0415
 
     partitioning.maybe_initialize_distributed(
       f"127.0.0.1:{args.port}", args.num_processes, args.process_id, enabled=True

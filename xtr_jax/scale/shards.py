@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Iterator
 
-from xtr_jax.index.encode import atomic_write_json
+from xtr_jax import io as xio
+from xtr_jax.data import formats
+from xtr_jax.io import atomic_write_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,34 +27,19 @@ class ShardSpec:
   offset: int
 
 
-@dataclasses.dataclass(frozen=True)
-class Row:
-  pid: str
-  text: str
-  title: str
-
-
-def _columns(header: str) -> tuple[int, int, int | None, int]:
-  cols = [c.strip().lower() for c in header.rstrip("\r\n").split("\t")]
-  if "id" not in cols or "text" not in cols:
-    raise ValueError(f"corpus header {cols!r} lacks 'id' and 'text' columns")
-  return (
-    cols.index("id"),
-    cols.index("text"),
-    cols.index("title") if "title" in cols else None,
-    len(cols),
-  )
+# A shard's rows are corpus passages, parsed by the one corpus reader's rules.
+Row = formats.Passage
 
 
 def plan_shards(corpus: str, shard_size: int) -> list[ShardSpec]:
   """One streaming pass over the TSV: a ShardSpec per ``shard_size`` rows."""
   specs, row, first, offset = [], 0, 0, 0
-  with open(corpus, "rb") as f:
-    f.readline()
+  with xio.open_file(corpus, "rb") as f:
+    formats.corpus_columns(f.readline().decode("utf-8"), f"{corpus}:1")
     offset = f.tell()
     start = offset
     for line in iter(f.readline, b""):
-      if not line.strip():
+      if not line.rstrip(b"\r\n"):  # blank: the corpus reader skips it too
         offset += len(line)
         continue
       if row - first == shard_size:
@@ -68,30 +54,27 @@ def plan_shards(corpus: str, shard_size: int) -> list[ShardSpec]:
 
 def read_shard(corpus: str, spec: ShardSpec) -> list[Row]:
   """The shard's rows (one seek, ``num_rows`` non-empty lines)."""
-  with open(corpus, "rb") as f:
-    i_id, i_text, i_title, n = _columns(f.readline().decode("utf-8"))
+  with xio.open_file(corpus, "rb") as f:
+    columns = formats.corpus_columns(f.readline().decode("utf-8"), f"{corpus}:1")
     f.seek(spec.offset)
     rows: list[Row] = []
     while len(rows) < spec.num_rows:
       line = f.readline()
       if not line:
         raise ValueError(f"{corpus}: shard {spec.index} ends early; the corpus changed")
-      fields = line.decode("utf-8").rstrip("\r\n").split("\t")
-      if fields == [""]:
+      text = line.decode("utf-8")
+      if not text.rstrip("\r\n"):
         continue
-      if len(fields) != n:
-        raise ValueError(f"{corpus}: row {spec.first_row + len(rows)} has {len(fields)} fields")
-      title = fields[i_title] if i_title is not None else ""
-      rows.append(Row(fields[i_id], fields[i_text], title))
+      rows.append(columns.row(text, f"{corpus}: row {spec.first_row + len(rows)}"))
   return rows
 
 
 def done_path(out_dir: str, index: int) -> str:
-  return os.path.join(out_dir, f"done_{index:05d}.json")
+  return xio.join(out_dir, f"done_{index:05d}.json")
 
 
 def is_done(out_dir: str, index: int) -> bool:
-  return os.path.isfile(done_path(out_dir, index))
+  return xio.isfile(done_path(out_dir, index))
 
 
 def mark_done(out_dir: str, index: int, stats: dict) -> None:
@@ -105,6 +88,5 @@ def pending(out_dir: str, specs: list[ShardSpec]) -> Iterator[ShardSpec]:
 def finished_stats(out_dir: str, specs: list[ShardSpec]) -> list[dict]:
   out = []
   for s in specs:
-    with open(done_path(out_dir, s.index)) as f:
-      out.append(json.load(f))
+    out.append(json.loads(xio.read_text(done_path(out_dir, s.index))))
   return out

@@ -1,212 +1,83 @@
 """Batch factories for the trainer: ``factory(start_step, shard_index, num_shards) -> Iterator``.
 
-The trainer only needs such a factory; it recreates the iterator at the restored step when
-it resumes. ``jsonl_pairs_batches`` is a dependency-light reader of SWIM-IR-layout pair files
-(``query`` + ``title``/``text`` per line) tokenised with a SentencePiece model, so training
-runs without the seqio pipeline; ``seqio_batches`` wraps ``xtr_jax.data.pipeline``.
+The trainer only needs such a factory; it recreates the iterator at the restored step when it
+resumes. Every factory reads seqio tasks (``xtr_jax.data.pipeline``), the one training-data
+path:
+
+- ``pairs_batches``: pair files (a ``PAIRS`` glob in the SWIM-IR layout) as the seqio task of
+  ``tasks.pairs``, tokenised with a SentencePiece model (trained on the training split on first
+  use) or the tokenizer a checkpoint carries (``tokenizer_checkpoint``, e.g. ``me5-small``).
+  The split is tokenised once, in batches, and kept in memory; step s is rows
+  [s*B, (s+1)*B) of per-epoch permutations seeded by (seed, epoch), so a resumed run sees
+  exactly the batches an uninterrupted one does. ``jsonl_pairs_batches`` is its old name.
+- ``seqio_batches``: any registered task or mixture, streamed (shuffle buffers, mixing).
 """
 
 from __future__ import annotations
 
-import glob
-import hashlib
-import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
 import gin
-from xtr_jax.models.generate_cli import xqg_input
+from xtr_jax.data import vocab
+from xtr_jax.data.pairs import is_heldout, iter_pair_rows, lowercased, read_pairs  # noqa: F401
 
 Batch = dict[str, np.ndarray]
 BatchFactory = Callable[[int, int, int], Iterator[Batch]]
 PAD, EOS = 0, 1
-
-
-def iter_pair_rows(path: str) -> Iterator[tuple[int, dict]]:
-  """(line number, raw record) of one SWIM-IR-layout JSONL file, with string query and text."""
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-      if not isinstance(row, dict):
-        raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-      missing = [k for k in ("query", "text") if not isinstance(row.get(k), str)]
-      if missing:
-        raise ValueError(f"{path}:{lineno}: record lacks string field(s) {missing}")
-      yield lineno, row
-
-
-def read_pairs(pattern: str) -> list[dict[str, str]]:
-  """(id, query, passage) records from JSONL files; errors name the file and line.
-
-  ``pattern`` is a glob or several comma-separated globs (e.g. the real pairs plus extra
-  xQG pairs); each must match at least one file.
-  """
-  paths = []
-  for part in (p.strip() for p in pattern.split(",")):
-    matched = sorted(glob.glob(part))
-    if not matched:
-      raise FileNotFoundError(f"no pair files match {part!r}")
-    paths += [m for m in matched if m not in paths]
-  records = []
-  for path in paths:
-    for lineno, row in iter_pair_rows(path):
-      title = row.get("title") or ""
-      records.append(
-        {
-          "id": str(row.get("_id", f"{os.path.basename(path)}:{lineno}")),
-          "query": row["query"],
-          "passage": f"{title} {row['text']}".strip(),
-          "title": title,
-          "text": row["text"],
-          "code": str(row.get("code") or ""),
-        }
-      )
-  return records
-
-
-def is_heldout(record_id: str, fraction: float) -> bool:
-  """Stable split by a hash of the id, independent of file order."""
-  h = int(hashlib.sha1(record_id.encode("utf-8")).hexdigest()[:8], 16)
-  return h / 0xFFFFFFFF < fraction
+CONVERTERS = ("dual_encoder", "seq2seq")
+# ``heldout`` is the split's name in run configs written before it was ``validation``.
+SPLITS = {"train": "train", "validation": "validation", "heldout": "validation"}
+READ_BATCH = 1024  # rows per tf.data batch when a split is read into memory
 
 
 def train_sentencepiece(texts: list[str], path: str, vocab_size: int) -> str:
-  """Trains a SentencePiece model (pad 0, eos 1, unk 2, no bos) and writes it atomically."""
-  import sentencepiece as spm
-
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  with tempfile.TemporaryDirectory(dir=directory) as tmp:
-    corpus = os.path.join(tmp, "corpus.txt")
-    with open(corpus, "w", encoding="utf-8") as f:
-      for text in texts:
-        f.write(text.replace("\n", " ") + "\n")
-    spm.SentencePieceTrainer.train(
-      input=corpus,
-      model_prefix=os.path.join(tmp, "spm"),
-      vocab_size=vocab_size,
-      pad_id=PAD,
-      eos_id=EOS,
-      unk_id=2,
-      bos_id=-1,
-      character_coverage=0.9995,
-      model_type="unigram",
-      input_sentence_size=200_000,
-      shuffle_input_sentence=True,
-      hard_vocab_limit=False,
-      minloglevel=2,
-    )
-    os.replace(os.path.join(tmp, "spm.model"), path)
-  return path
+  """The recipes' vocabulary: ``data.vocab``'s one trainer, sampling 200k sentences."""
+  return vocab.train_sentencepiece(texts, path, vocab_size, input_sentence_size=200_000)
 
 
-def encode(processor, texts: list[str], length: int) -> np.ndarray:
-  """Token ids with EOS appended, truncated/padded to ``length`` (0 = padding)."""
-  out = np.zeros((len(texts), length), np.int32)
-  for i, ids in enumerate(processor.encode(texts)):
-    ids = list(ids)[: length - 1] + [EOS]
-    out[i, : len(ids)] = ids
-  return out
+def _vocabulary_texts(records: list[dict], heldout_fraction: float, seq2seq: bool) -> list[str]:
+  """The training split's queries and distinct passages (and the xQG prompts' words)."""
+  train = [r for r in records if not is_heldout(r["id"], heldout_fraction)]
+  texts = [r["query"] for r in train] + sorted({r["passage"] for r in train})
+  if seq2seq:
+    from xtr_jax.data.languages import language_name  # noqa: PLC0415
+    from xtr_jax.data.preprocessors import XQG_PROMPT  # noqa: PLC0415
+
+    codes = sorted({r["code"] for r in train if r["code"]})
+    texts += [XQG_PROMPT.format(language=language_name(c)) for c in codes]
+  return texts
 
 
-def encode_with(tokenizer, texts: list[str], length: int, role: str) -> np.ndarray:
-  """Ids from a project tokenizer (specials, prefixes), padded with its pad id."""
-  out = np.full((len(texts), length), tokenizer.pad_id, np.int32)
-  for i, ids in enumerate(tokenizer.encode(texts, length, role=role)):
-    out[i, : len(ids)] = ids
-  return out
-
-
-def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-  return np.random.default_rng([seed, epoch]).permutation(n)
-
-
-@gin.configurable
-def jsonl_pairs_batches(
-  pattern: str = gin.REQUIRED,
-  vocabulary: str = gin.REQUIRED,
-  batch_size: int = 32,
-  query_length: int = 32,
-  passage_length: int = 128,
-  split: str = "train",
-  heldout_fraction: float = 0.05,
-  seed: int = 0,
-  converter: str = "dual_encoder",
-  train_vocab_size: int | None = None,
-  lowercase: bool = False,
+def pair_tokenizer(
+  pattern: str,
+  vocabulary: str,
+  *,
   tokenizer_checkpoint: str | None = None,
-) -> BatchFactory:
-  """Deterministic, resumable batches of (query, passage) pairs.
+  train_vocab_size: int | None = None,
+  heldout_fraction: float = 0.05,
+  lowercase: bool = False,
+  seq2seq: bool = False,
+):
+  """The tokenizer pairs are read with: a checkpoint's, or a SentencePiece file (trained on the
+  training split's texts when absent and ``train_vocab_size`` is set)."""
+  if tokenizer_checkpoint:
+    return _checkpoint_tokenizer(tokenizer_checkpoint)
+  from xtr_jax.data.tokenizer import SentencePieceTokenizer  # noqa: PLC0415
 
-  Step s of the stream is rows [s*B, (s+1)*B) of an endless sequence of per-epoch
-  permutations (seeded by (seed, epoch)); shard k of n takes its B/n contiguous rows. The
-  held-out split (a hash of ``_id``) never enters training. ``converter='seq2seq'`` gives
-  passage -> query batches with seqio's EncDecFeatureConverter names for xQG. When
-  ``vocabulary`` does not exist and ``train_vocab_size`` is set, a SentencePiece model is
-  trained on the training split's texts and written there first. ``lowercase`` lower-cases
-  queries and passages before the vocabulary sees them (as the released XTR models'
-  inference code does), so cased and uncased spellings share pieces; a vocabulary trained
-  with it must be used with it. ``tokenizer_checkpoint`` (a checkpoint dir or an embedded
-  name such as ``me5-small``) takes the tokenizer that checkpoint carries instead of
-  ``vocabulary``, with its query/passage prefixes and pad id (XLM-R pads with 1).
-  """
-  if split not in ("train", "heldout"):
-    raise ValueError(f"jsonl_pairs_batches.split={split!r}; expected 'train' or 'heldout'")
-  if converter not in ("dual_encoder", "seq2seq"):
-    raise ValueError(f"jsonl_pairs_batches.converter={converter!r}")
-  records = read_pairs(pattern)
-  if lowercase:
-    fields = ("query", "passage", "title", "text")
-    records = [{**r, **{k: r[k].lower() for k in fields}} for r in records]
-  if tokenizer_checkpoint and converter != "dual_encoder":
-    raise ValueError("jsonl_pairs_batches.tokenizer_checkpoint needs converter='dual_encoder'")
-  if not tokenizer_checkpoint and not os.path.exists(vocabulary):
+  if not os.path.exists(vocabulary):
     if not train_vocab_size:
       raise FileNotFoundError(f"SentencePiece model {vocabulary!r} not found")
-    train = [r for r in records if not is_heldout(r["id"], heldout_fraction)]
-    texts = [r["query"] for r in train] + sorted({r["passage"] for r in train})
-    if converter == "seq2seq":  # the xQG prompts' words must be in the vocabulary too
-      texts += [xqg_input(c, "", "") for c in sorted({r["code"] for r in train if r["code"]})]
+    records = read_pairs(pattern)
+    if lowercase:
+      records = lowercased(records)
     logging.info("training a %d-piece SentencePiece model -> %s", train_vocab_size, vocabulary)
+    texts = _vocabulary_texts(records, heldout_fraction, seq2seq)
     train_sentencepiece(texts, vocabulary, train_vocab_size)
-  keep = [r for r in records if is_heldout(r["id"], heldout_fraction) == (split == "heldout")]
-  if len(keep) < batch_size:
-    raise ValueError(
-      f"split {split!r} of {pattern!r} has {len(keep)} pairs, fewer than batch_size={batch_size}"
-    )
-  if tokenizer_checkpoint:
-    tok = _checkpoint_tokenizer(tokenizer_checkpoint)
-    queries = encode_with(tok, [r["query"] for r in keep], query_length, "query")
-    passages = encode_with(tok, [r["passage"] for r in keep], passage_length, "passage")
-    logging.info(
-      "%s: %d %s pairs (tokenizer of %s)", pattern, len(keep), split, tokenizer_checkpoint
-    )
-    return _pair_factory(queries, passages, batch_size, seed, converter)
-  import sentencepiece as spm
-
-  processor = spm.SentencePieceProcessor(model_file=vocabulary)
-  queries = encode(processor, [r["query"] for r in keep], query_length)
-  if converter == "seq2seq":
-    # xQG: the encoder sees the prompt that names the target language, exactly as
-    # `xtr-jax generate` builds it, so one model writes questions in any language.
-    missing = [r["id"] for r in keep if not r["code"]]
-    if missing:
-      raise ValueError(f"{pattern}: seq2seq pairs need a language 'code'; missing in {missing[:3]}")
-    sources = [xqg_input(r["code"], r["title"], r["text"]) for r in keep]
-  else:
-    sources = [r["passage"] for r in keep]
-  passages = encode(processor, sources, passage_length)
-  logging.info("%s: %d %s pairs", pattern, len(keep), split)
-  return _pair_factory(queries, passages, batch_size, seed, converter)
+  return SentencePieceTokenizer(vocabulary)
 
 
 def _checkpoint_tokenizer(checkpoint: str):
@@ -219,12 +90,50 @@ def _checkpoint_tokenizer(checkpoint: str):
   return tokenizer_for(checkpoint, meta.get("extra", {}), None)
 
 
-def _pair_factory(
-  queries: np.ndarray, passages: np.ndarray, batch_size: int, seed: int, converter: str
-) -> BatchFactory:
-  """The resumable stream over encoded pairs (see ``jsonl_pairs_batches``)."""
-  n = len(queries)
-  per_epoch = n // batch_size  # drop the ragged tail of each epoch
+def _import_tasks():
+  """``import tasks`` (registers the tasks and mixtures) from a factory gin is calling.
+
+  Factories run after the command has parsed and locked gin; the data modules they import
+  declare configurables (data locations, the vocabulary path), which gin accepts only while
+  unlocked.
+  """
+  with gin.unlock_config():
+    import tasks  # noqa: PLC0415
+    import tasks.pairs  # noqa: F401, PLC0415
+  return tasks
+
+
+def read_split(name: str, split: str, lengths: dict[str, int], converter: str) -> Batch:
+  """A task split, converted to model features, as in-memory arrays (file order).
+
+  String features (ids, language) are dropped: the trainer feeds every feature to the model.
+  """
+  from xtr_jax.data import pipeline  # noqa: PLC0415
+
+  ds = pipeline.get_dataset(
+    name, split, lengths, READ_BATCH, seed=0, converter=converter, shuffle=False,
+    repeat=False, drop_remainder=False,
+  )  # fmt: skip
+  parts: dict[str, list[np.ndarray]] = {}
+  for batch in ds.as_numpy_iterator():
+    for k, v in batch.items():
+      if v.dtype != object:
+        parts.setdefault(k, []).append(v.astype(np.int32))
+  if not parts:
+    return {}
+  return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+  return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def epoch_batches(arrays: Batch, batch_size: int, seed: int) -> BatchFactory:
+  """The resumable stream over in-memory features: step s is rows [s*B, (s+1)*B) of the
+  per-epoch permutations; the ragged tail of each epoch is dropped; shard k of n takes its
+  B/n contiguous rows of the step."""
+  n = len(next(iter(arrays.values())))
+  per_epoch = n // batch_size
 
   def factory(start_step: int = 0, shard_index: int = 0, num_shards: int = 1) -> Iterator[Batch]:
     if batch_size % num_shards:
@@ -233,25 +142,75 @@ def _pair_factory(
     step = start_step
     while True:
       epoch, offset = divmod(step, per_epoch)
-      order = _epoch_order(n, seed, epoch)
-      rows = order[offset * batch_size : (offset + 1) * batch_size]
+      rows = _epoch_order(n, seed, epoch)[offset * batch_size : (offset + 1) * batch_size]
       rows = rows[shard_index * local : (shard_index + 1) * local]
-      q, p = queries[rows], passages[rows]
-      if converter == "dual_encoder":
-        yield {"query_tokens": q, "passage_tokens": p}
-      else:
-        targets = q
-        inputs = np.concatenate([np.zeros_like(targets[:, :1]), targets[:, :-1]], axis=1)
-        yield {
-          "encoder_input_tokens": p,
-          "decoder_input_tokens": inputs,
-          "decoder_target_tokens": targets,
-          "decoder_loss_weights": (targets != PAD).astype(np.int32),
-        }
+      yield {k: v[rows] for k, v in arrays.items()}
       step += 1
 
   factory.steps_per_epoch = per_epoch  # type: ignore[attr-defined]
   return factory
+
+
+@gin.configurable
+def pairs_batches(
+  pattern: str = gin.REQUIRED,
+  vocabulary: str = "",
+  batch_size: int = 32,
+  query_length: int = 32,
+  passage_length: int = 128,
+  split: str = "train",
+  heldout_fraction: float = 0.05,
+  seed: int = 0,
+  converter: str = "dual_encoder",
+  train_vocab_size: int | None = None,
+  lowercase: bool = False,
+  tokenizer_checkpoint: str | None = None,
+) -> BatchFactory:
+  """Deterministic, resumable batches of the pair files' seqio task (module docstring).
+
+  ``split``: ``train`` or ``validation`` (a hash of ``_id`` holds ``heldout_fraction`` out;
+  it never enters training). ``converter='seq2seq'`` gives passage -> query batches with
+  seqio's EncDecFeatureConverter names for xQG, the encoder reading the prompt that names
+  the record's language, as ``xtr-jax generate`` builds it. ``lowercase`` lower-cases queries
+  and passages before the vocabulary sees them (as the released XTR models' inference code
+  does); a vocabulary trained with it must be used with it. ``tokenizer_checkpoint`` (a
+  checkpoint dir or an embedded name such as ``me5-small``) takes the tokenizer that
+  checkpoint carries instead of ``vocabulary``, with its query/passage prefixes and pad id.
+  """
+  pair_task = _import_tasks().pairs.pair_task
+  if split not in SPLITS:
+    raise ValueError(f"pairs_batches.split={split!r}; expected 'train' or 'validation'")
+  if converter not in CONVERTERS:
+    raise ValueError(f"pairs_batches.converter={converter!r}; expected one of {CONVERTERS}")
+  if tokenizer_checkpoint and converter != "dual_encoder":
+    raise ValueError("pairs_batches.tokenizer_checkpoint needs converter='dual_encoder'")
+  seq2seq = converter == "seq2seq"
+  tokenizer = pair_tokenizer(
+    pattern, vocabulary, tokenizer_checkpoint=tokenizer_checkpoint,
+    train_vocab_size=train_vocab_size, heldout_fraction=heldout_fraction,
+    lowercase=lowercase, seq2seq=seq2seq,
+  )  # fmt: skip
+  name = pair_task(
+    pattern, tokenizer, heldout_fraction=heldout_fraction, lowercase=lowercase, seq2seq=seq2seq
+  )
+  if seq2seq:
+    lengths = {"inputs": passage_length, "targets": query_length}
+  else:
+    lengths = {"query": query_length, "passage": passage_length}
+  arrays = read_split(name, SPLITS[split], lengths, converter)
+  n = len(next(iter(arrays.values()))) if arrays else 0
+  if n < batch_size:
+    raise ValueError(
+      f"split {split!r} of {pattern!r} has {n} pairs, fewer than batch_size={batch_size}"
+    )
+  logging.info("%s: %d %s pairs (seqio task %s)", pattern, n, split, name)
+  return epoch_batches(arrays, batch_size, seed)
+
+
+# The name the run configs used before the pairs became a seqio task; same arguments.
+jsonl_pairs_batches = gin.external_configurable(
+  pairs_batches.__wrapped__, "jsonl_pairs_batches", module="xtr_jax.training.inputs"
+)
 
 
 @gin.configurable
@@ -263,12 +222,17 @@ def seqio_batches(
   seed: int = 0,
   converter: str = "dual_encoder",
 ) -> BatchFactory:
-  """``xtr_jax.data.pipeline.get_batches`` (seqio tasks/mixtures) as a batch factory."""
+  """``xtr_jax.data.pipeline.get_batches`` (seqio tasks/mixtures) as a batch factory.
+
+  Registers the project's tasks (``import tasks``) first; string features (ids) are dropped,
+  since the trainer feeds every feature to the model.
+  """
+  _import_tasks()
 
   def factory(start_step: int = 0, shard_index: int = 0, num_shards: int = 1):
-    from xtr_jax.data import pipeline
+    from xtr_jax.data import pipeline  # noqa: PLC0415
 
-    return pipeline.get_batches(
+    batches = pipeline.get_batches(
       name,
       split,
       feature_lengths,
@@ -279,5 +243,7 @@ def seqio_batches(
       num_shards=num_shards,
       converter=converter,
     )
+    for batch in batches:
+      yield {k: v for k, v in batch.items() if v.dtype != object}
 
   return factory

@@ -13,10 +13,6 @@ xtr-jax init-projection --checkpoint me5-small --pairs 'PAIRS/*.jsonl' --output 
 
 from __future__ import annotations
 
-import argparse
-import logging
-import sys
-
 import numpy as np
 
 
@@ -92,24 +88,21 @@ def init_projection(
 
 
 def main(argv: list[str] | None = None) -> int:
-  p = argparse.ArgumentParser(prog="xtr-jax init-projection", description=__doc__.split("\n")[0])
+  from xtr_jax.cli import ArgumentParser, positive_int  # noqa: PLC0415
+
+  p = ArgumentParser(prog="xtr-jax init-projection", description=__doc__)
   p.add_argument("--checkpoint", required=True, help="Backbone checkpoint dir or me5-small.")
   p.add_argument("--pairs", required=True, help="SWIM-IR-layout JSONL glob(s) to sample.")
   p.add_argument("--output", required=True, help="Checkpoint dir to write.")
-  p.add_argument("--proj_dim", type=int, default=128, help="Projection width (default 128).")
-  p.add_argument("--sample_texts", type=int, default=2000, help="Queries and passages sampled.")
-  p.add_argument("--seed", type=int, default=0, help="Sampling seed (default 0).")
+  p.add_argument("--proj_dim", type=positive_int, default=128, help="Projection width.")
+  p.add_argument(
+    "--sample_texts", type=positive_int, default=2000, help="Queries and passages sampled."
+  )
+  p.add_argument("--seed", type=int, default=0, help="Sampling seed.")
   args = p.parse_args(argv)
-  if args.proj_dim < 1 or args.sample_texts < 1:
-    p.error("--proj_dim and --sample_texts must be >= 1")
-  logging.basicConfig(level=logging.WARNING)
-  try:
-    out = init_projection(
-      args.checkpoint, args.pairs, args.output, args.proj_dim, args.sample_texts, seed=args.seed
-    )
-  except (FileNotFoundError, ValueError) as e:
-    print(f"xtr-jax init-projection: error: {e}", file=sys.stderr)
-    return 2
+  out = init_projection(
+    args.checkpoint, args.pairs, args.output, args.proj_dim, args.sample_texts, seed=args.seed
+  )
   print(
     f"wrote {args.output}: PCA projection to {args.proj_dim} dims from {out['tokens']} token "
     f"states ({100 * out['energy_kept']:.1f}% of their energy kept), fingerprint "

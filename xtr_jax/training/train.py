@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 
 import gin
@@ -11,19 +10,23 @@ from xtr_jax.gin_utils import parse_args_with_gin
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(
+  from xtr_jax.cli import ArgumentParser  # noqa: PLC0415
+
+  parser = ArgumentParser(
     prog="xtr-jax train",
     description="Train XTR / ColBERT / single-vector retrievers or the xQG generator. "
     "Resumes from the latest checkpoint in --model_dir.",
   )
-  parser.add_argument("--model_dir", required=True, help="Checkpoints, metrics, final model.")
+  parser.add_argument(
+    "--model_dir", required=True, help="Checkpoints, metrics, final model (created)."
+  )
   parser.add_argument("--stop_at_step", type=int, default=None, help=argparse.SUPPRESS)
   args = parse_args_with_gin(parser, argv)
-  logging.basicConfig(
-    level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True
-  )
-  logging.getLogger("absl").setLevel(logging.WARNING)
-  from xtr_jax.training import partitioning, trainer
+  if os.path.isfile(args.model_dir):
+    parser.error(f"--model_dir {args.model_dir}: is a file, expected a directory")
+  # Logging is set up by xtr-jax (xtr_jax/cli.py): INFO, third-party chatter off.
+  from xtr_jax import partitioning
+  from xtr_jax.training import trainer
 
   partitioning.maybe_initialize_distributed()
   os.makedirs(args.model_dir, exist_ok=True)

@@ -26,13 +26,15 @@ import optax
 import orbax.checkpoint as ocp
 
 import gin
+from xtr_jax import io as xio
+from xtr_jax import partitioning
 from xtr_jax.checkpoints import orbax_io
 from xtr_jax.checkpoints.embedded import resolve_checkpoint
-from xtr_jax.models import t5
+from xtr_jax.models import bert2bert
 from xtr_jax.models.bert import BertConfig
 from xtr_jax.models.config import T5Config
 from xtr_jax.models.xtr import RetrievalEncoder
-from xtr_jax.training import losses, optimizers, partitioning
+from xtr_jax.training import losses, optimizers
 from xtr_jax.training.inputs import BatchFactory
 
 MODEL_KINDS = ("xtr", "colbert", "single_vector", "xqg")
@@ -73,7 +75,7 @@ class ModelTask:
     if self.is_retrieval:
       pooling = "mean" if self.kind == "single_vector" else "token"
       return RetrievalEncoder(self.config, proj_dim=self.proj_dim, pooling=pooling)
-    return t5.Transformer(self.config)
+    return bert2bert.seq2seq_model(self.config)  # mT5, or BERT2BERT for a Bert2BertConfig
 
   def init(self, rng: jax.Array) -> PyTree:
     """Boxed params (logical axes attached)."""
@@ -253,7 +255,7 @@ class Trainer:
     loss, aux, grads = self._grads(params, batch, rng)
     updates, opt_state = self.tx.update(grads, state["opt_state"], params)
     params = optax.apply_updates(params, updates)
-    metrics = {"loss": loss, **aux, "grad_norm": optax.global_norm(grads)}
+    metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads)}
     if self.schedule is not None:
       metrics["learning_rate"] = self.schedule(step)
     return {"step": step + 1, "params": params, "opt_state": opt_state}, metrics
@@ -312,6 +314,7 @@ def export_final(
   task: ModelTask,
   vocabulary: str | None,
   init_checkpoint: str | None = None,
+  language_tags: bool = False,
 ) -> None:
   """The final model in the project's checkpoint format (``orbax_io.save_checkpoint``).
 
@@ -321,7 +324,7 @@ def export_final(
 
   extra, assets = carried_tokenizer(init_checkpoint) if init_checkpoint else ({}, {})
   if vocabulary and not assets:
-    extra["vocabulary"] = os.path.abspath(vocabulary)
+    extra["vocabulary"] = xio.abspath(vocabulary)
   if task.is_retrieval:
     extra.update(
       proj_dim=task.proj_dim,
@@ -330,7 +333,8 @@ def export_final(
     )
     kind = "retrieval"
   else:
-    kind = "mt5"
+    kind = "bert2bert" if isinstance(task.config, bert2bert.Bert2BertConfig) else "mt5"
+    extra["language_tags"] = language_tags  # read by `xtr-jax generate --language_tags auto`
   host_params = jax.tree.map(np.asarray, jax.device_get(params))
   orbax_io.save_checkpoint(
     directory, host_params, task.config, model_kind=kind, extra=extra, assets=assets
@@ -379,7 +383,7 @@ def train(
   """Trains (or resumes) in ``model_dir``; ``stop_at_step`` stops early without saving
   (tests use it to simulate a killed job). ``tensorboard=False`` writes metrics.jsonl only
   and skips importing TensorFlow (clu's writer), ~5 s of CPU per process start."""
-  os.makedirs(model_dir, exist_ok=True)
+  xio.makedirs(model_dir)
   task = ModelTask(model_config, kind=model_kind)
   schedule = schedule_fn()
   tx = optimizer_fn(schedule)
@@ -390,7 +394,7 @@ def train(
 
   meta = {"model_kind": model_kind, "config": model_config.to_dict(), "seed": seed}
   options = ocp.CheckpointManagerOptions(max_to_keep=keep_checkpoints, create=True)
-  ckpt_dir = os.path.abspath(os.path.join(model_dir, "checkpoints"))
+  ckpt_dir = xio.abspath(xio.join(model_dir, "checkpoints"))
   with ocp.CheckpointManager(ckpt_dir, options=options) as manager:
     latest = manager.latest_step()
     if latest is not None:
@@ -420,7 +424,7 @@ def train(
     writer = _metric_writer(model_dir, tensorboard)
     history: dict[int, float] = {}
     eval_history: dict[int, dict[str, float]] = {}
-    log_path = os.path.join(model_dir, "metrics.jsonl")
+    log_path = xio.join(model_dir, "metrics.jsonl")
     batches = train_batches(start, jax.process_index(), jax.process_count())
     t0, tokens, steps_done = time.time(), 0, 0
     step = start
@@ -469,7 +473,12 @@ def train(
     writer.flush()
   if export and step == num_train_steps and jax.process_index() == 0:
     export_final(
-      os.path.join(model_dir, "final"), state["params"], task, vocabulary, init_checkpoint
+      os.path.join(model_dir, "final"),
+      state["params"],
+      task,
+      vocabulary,
+      init_checkpoint,
+      language_tags=bool(getattr(train_batches, "language_tags", False)),
     )
     logging.info("final model -> %s", os.path.join(model_dir, "final"))
   return TrainResult(state, history, eval_history)
@@ -511,5 +520,5 @@ def evaluate(trainer: Trainer, params, eval_batches: BatchFactory, eval_steps: i
 
 def _append_jsonl(path: str, row: dict) -> None:
   if jax.process_index() == 0:
-    with open(path, "a", encoding="utf-8") as f:
+    with xio.open_file(path, "a") as f:
       f.write(json.dumps(row) + "\n")

@@ -4,12 +4,17 @@ Parameters carry logical axis names (``vocab``, ``embed``, ``mlp``, ``heads``, .
 rules map them onto the two mesh axes: ``data`` (batch parallelism) and ``model`` (tensor
 parallelism). Everything else is left to GSPMD: the mesh uses ``AxisType.Auto`` and the
 step functions are plain ``jax.jit`` with ``in_shardings``/``out_shardings``.
+
+Inference (encoding, generation, the sweep's stages) places parameters by the same rules
+(``shard_params_for_inference``), so a model too large for one device is split over the
+``model`` axis instead of copied to every device.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -19,6 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import gin
 
+PyTree = Any
 AxisRules = Sequence[tuple[str, str | None]]
 
 # t5x's standard rules for a ('data', 'model') mesh: 1D parameter partitioning over 'model'.
@@ -56,7 +62,6 @@ def maybe_initialize_distributed(
   logging.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
 
 
-@gin.configurable
 def create_mesh(
   mesh_shape: Sequence[int] = (-1, 1), devices: Sequence[jax.Device] | None = None
 ) -> Mesh:
@@ -138,4 +143,82 @@ def global_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
         f"'data' axis of size {data_size}"
       )
     out[name] = jax.make_array_from_process_local_data(sharding, value)
+  return out
+
+
+# ----------------------------------------------------------------------------- inference
+
+
+def inference_mesh(model_parallel: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A ('data', 'model') mesh over the local devices: ``model_parallel`` devices per replica."""
+  devices = list(jax.local_devices() if devices is None else devices)
+  if model_parallel < 1 or len(devices) % model_parallel:
+    raise ValueError(f"model_parallel={model_parallel} does not divide {len(devices)} devices")
+  return create_mesh((-1, model_parallel), devices=devices)
+
+
+def _fit(sharding: NamedSharding, shape: tuple[int, ...]) -> NamedSharding:
+  """Replicates the dims a rule would split unevenly (e.g. XLM-R's 250,002-row vocab on 4)."""
+  spec = list(sharding.spec) + [None] * (len(shape) - len(sharding.spec))
+  for i, axis in enumerate(spec):
+    names = axis if isinstance(axis, tuple) else (axis,)
+    size = int(np.prod([sharding.mesh.shape[a] for a in names if a is not None]))
+    if axis is not None and shape[i] % size:
+      spec[i] = None
+  return NamedSharding(sharding.mesh, PartitionSpec(*spec[: len(shape)]))
+
+
+def inference_param_shardings(
+  params: PyTree,
+  module: nn.Module,
+  mesh: Mesh,
+  rules: AxisRules = DEFAULT_RULES,
+  example_inputs: Sequence[jax.Array] | None = None,
+) -> PyTree:
+  """NamedShardings for ``params`` from ``module``'s logical axes under ``rules``.
+
+  The axes come from an abstract ``module.init`` (no parameter is materialised); a
+  parameter the module does not declare (an extra checkpoint entry) is replicated.
+  ``example_inputs`` are ``init``'s arguments (default: one ``[1, 8]`` id batch; an
+  encoder-decoder takes two).
+  """
+  from flax import traverse_util  # noqa: PLC0415
+
+  inputs = tuple(example_inputs) if example_inputs is not None else (np.ones((1, 8), np.int32),)
+  boxed = jax.eval_shape(lambda: module.init(jax.random.key(0), *inputs)["params"])
+  declared = traverse_util.flatten_dict(param_shardings(boxed, mesh, rules))
+  rep = replicated(mesh)
+  flat = traverse_util.flatten_dict(nn.meta.unbox(params))
+  out = {k: _fit(declared.get(k, rep), tuple(np.shape(v))) for k, v in flat.items()}
+  return traverse_util.unflatten_dict(out)
+
+
+def shard_params_for_inference(
+  params: PyTree,
+  module: nn.Module,
+  mesh: Mesh,
+  rules: AxisRules = DEFAULT_RULES,
+  example_inputs: Sequence[jax.Array] | None = None,
+) -> PyTree:
+  """``params`` placed on ``mesh`` by the training rules (``inference_param_shardings``).
+
+  Jit the model with ``in_shardings=(jax.tree.map(lambda a: a.sharding, params), ...)``
+  or let jit take the arrays' shardings.
+  """
+  from flax import traverse_util  # noqa: PLC0415
+
+  shardings = inference_param_shardings(params, module, mesh, rules, example_inputs)
+  flat, where = (
+    traverse_util.flatten_dict(nn.meta.unbox(params)),
+    traverse_util.flatten_dict(shardings),
+  )
+  return traverse_util.unflatten_dict({k: jax.device_put(v, where[k]) for k, v in flat.items()})
+
+
+def param_bytes_per_device(params: PyTree) -> dict[jax.Device, int]:
+  """Bytes of ``params`` each device holds (its addressable shards)."""
+  out: dict[jax.Device, int] = {}
+  for leaf in jax.tree.leaves(params):
+    for shard in leaf.addressable_shards:
+      out[shard.device] = out.get(shard.device, 0) + shard.data.nbytes
   return out

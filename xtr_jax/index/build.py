@@ -1,0 +1,93 @@
+"""Corpus -> token index in one call: resumable encoding, then the index build.
+
+The library entry that ``xtr-jax index``, the sweep stages, the tests and the benchmarks all
+use; it lives below the CLI so that none of them imports a CLI module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+
+from xtr_jax.data.tokenizer import TextTokenizer
+from xtr_jax.index.compact import CompactParams
+from xtr_jax.index.encode import EncodeParams, TokenEncoder, encode_corpus, load_shards
+from xtr_jax.index.scann_index import ScannParams
+from xtr_jax.index.store import ExtraVectors, build_index
+
+
+def build_from_corpus(
+  corpus: str,
+  output: str,
+  params,
+  config,
+  *,
+  proj_dim: int,
+  model_fingerprint: str,
+  tokenizer: TextTokenizer,
+  checkpoint: str | None = None,
+  pooling: str = "token",
+  encode_params: EncodeParams | None = None,
+  scann_params: ScannParams | None = None,
+  compact_params: CompactParams | None = None,
+  backend: str = "scann",
+  segment_tokens: int = 0,
+  extra_vectors: ExtraVectors | None = None,
+  extra_weight: float = 1.0,
+  overwrite: bool = False,
+  progress: bool = True,
+) -> dict:
+  """Encode ``corpus`` (resumable, in ``.NAME.encode`` beside ``output``) and build the index.
+
+  Every setting is an argument: the CLI and the sweep stages read gin (``index_settings``,
+  ``ScannParams``, ``CompactParams``) and pass what it binds.
+  """
+  encode_params = encode_params or EncodeParams()
+  output = os.path.abspath(output.rstrip("/"))
+  if os.path.exists(output) and not overwrite:
+    raise FileExistsError(f"index directory already exists: {output} (use --overwrite)")
+  parent, name = os.path.split(output)
+  work = os.path.join(parent, f".{name}.encode")
+  encoder = TokenEncoder(params, config, proj_dim, pooling=pooling)
+  t0 = time.time()
+  record = encode_corpus(
+    corpus,
+    work,
+    encoder,
+    tokenizer,
+    encode_params,
+    settings={"model_fingerprint": model_fingerprint},
+    progress=progress,
+  )
+  encode_seconds = time.time() - t0
+  vectors, t2p, pids = load_shards(work, record)
+  logging.info("encoded %d passages into %d token vectors", len(pids), len(t2p))
+  manifest = build_index(
+    output,
+    vectors,
+    t2p,
+    pids,
+    model_fingerprint=model_fingerprint,
+    vocabulary_fingerprint=tokenizer.fingerprint,
+    backend=backend,
+    scann_params=scann_params or ScannParams(),
+    compact_params=compact_params or CompactParams(),
+    segment_tokens=segment_tokens,
+    extra_vectors=extra_vectors,
+    extra_weight=extra_weight,
+    metadata={
+      "checkpoint": os.path.abspath(checkpoint) if checkpoint else None,
+      "vocabulary": os.path.abspath(tokenizer.path),
+      "pooling": pooling,
+      "corpus": os.path.abspath(corpus),
+      "encode": json.loads(json.dumps(dataclasses.asdict(encode_params))),
+      "encode_seconds": round(encode_seconds, 3),
+    },
+    overwrite=overwrite,
+  )
+  shutil.rmtree(work, ignore_errors=True)
+  return manifest
