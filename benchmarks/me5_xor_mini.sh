@@ -3,6 +3,7 @@
 # indexed, searched and evaluated through the CLI, exactly as a user would run it.
 #   bash benchmarks/me5_xor_mini.sh OUT_DIR SYSTEM...   (SYSTEM: bm25 mean tokens CKPT_NAME=DIR:POOLING[:BACKEND])
 # INDEX_GIN: extra gin flags for every index built (e.g. --gin.EncodeParams.long_text="'window'").
+# SEARCH_ARGS: extra search flags (e.g. --exact for ColBERT MaxSim re-scoring).
 # Heavy: run one at a time (flock /tmp/xtr_jax_cpu.lock).
 set -euo pipefail
 OUT=${1:?output dir}; shift
@@ -20,7 +21,7 @@ system() {  # name checkpoint pooling backend
     --gin.EncodeParams.max_length=512 --gin.index_settings.backend="'$backend'" \
     ${INDEX_GIN:-} 2>&1 | tail -1
   "$BIN/xtr-jax" search --index "$OUT/index_$name" --queries "$DATA/dev.jsonl" \
-    --output "$OUT/$name.trec" --k 100 2>&1 | tail -1
+    --output "$OUT/$name.trec" --k 100 ${SEARCH_ARGS:-} 2>&1 | tail -1
   evaluate "$name"
 }
 for s in "$@"; do

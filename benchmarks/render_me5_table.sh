@@ -5,9 +5,17 @@ cd "$(dirname "$0")/.."
 R=results/me5_xor_mini
 B="(b) mE5 single, zero-shot"; C="(c) mE5 XTR raw 384-d, zero-shot"
 P="mE5 XTR 128-d PCA, no training"; D="(d) mE5 XTR 128-d fine-tuned"
-${PYTHON:-.venv/bin/python} benchmarks/backbone_table.py \
-  --system "(a) BM25=$R/bm25_eval.json" --system "$B=$R/me5_mean_eval.json" \
-  --system "$C=$R/me5_tokens_eval.json" --system "$P=$R/me5_pca128_eval.json" \
-  --system "$D=$R/me5_xtr_ft_eval.json" \
-  --pair "$D:$B" --pair "$D:$C" --pair "$D:$P" --pair "$P:$C" --pair "$C:$B" --pair "$B:(a) BM25" \
+E="(e) mE5 single fine-tuned"; F="(f) mE5 ColBERT 128-d fine-tuned"
+X="mE5 XTR 384-d fine-tuned (no projection)"
+systems=(--system "(a) BM25=$R/bm25_eval.json" --system "$B=$R/me5_mean_eval.json"
+  --system "$C=$R/me5_tokens_eval.json" --system "$P=$R/me5_pca128_eval.json"
+  --system "$D=$R/me5_xtr_ft_eval.json" --system "$E=$R/me5_sv_ft_eval.json"
+  --system "$F=$R/me5_colbert_ft_eval.json")
+pairs=(--pair "$D:$B" --pair "$D:$C" --pair "$E:$B" --pair "$E:$C" --pair "$F:$B" --pair "$F:$C"
+  --pair "$E:$D" --pair "$D:$P" --pair "$P:$C" --pair "$C:$B" --pair "$B:(a) BM25")
+if [ -f "$R/me5_xtr384_ft_eval.json" ]; then
+  systems+=(--system "$X=$R/me5_xtr384_ft_eval.json")
+  pairs+=(--pair "$X:$C" --pair "$X:$B" --pair "$E:$X")
+fi
+${PYTHON:-.venv/bin/python} benchmarks/backbone_table.py "${systems[@]}" "${pairs[@]}" \
   --intro $R/intro.md --outro $R/outro.md --output results/me5_xor_mini.md
