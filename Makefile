@@ -5,7 +5,6 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_ARGS ?=
-TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: demo test test-deps lint format venv clean
 
@@ -15,7 +14,7 @@ $(BIN)/python:
 
 # One environment for both entry points: the package with every extra, at the tested pins.
 $(VENV)/.installed: $(BIN)/python setup.py constraints.txt
-	$(BIN)/pip install --extra-index-url $(TORCH_INDEX) -c constraints.txt -e ".[all]"
+	$(BIN)/pip install -c constraints.txt -e ".[all]"
 	touch $@
 
 venv: $(VENV)/.installed
