@@ -13,6 +13,11 @@ systems=(--system "(a) BM25=$R/bm25_eval.json" --system "$B=$R/me5_mean_eval.jso
   --system "$F=$R/me5_colbert_ft_eval.json")
 pairs=(--pair "$D:$B" --pair "$D:$C" --pair "$E:$B" --pair "$E:$C" --pair "$F:$B" --pair "$F:$C"
   --pair "$E:$D" --pair "$D:$P" --pair "$P:$C" --pair "$C:$B" --pair "$B:(a) BM25")
+W="mE5 single, zero-shot, long passages windowed"
+if [ -f "$R/me5_mean_window_eval.json" ]; then
+  systems+=(--system "$W=$R/me5_mean_window_eval.json")
+  pairs+=(--pair "$W:$B")
+fi
 if [ -f "$R/me5_xtr384_ft_eval.json" ]; then
   systems+=(--system "$X=$R/me5_xtr384_ft_eval.json")
   pairs+=(--pair "$X:$C" --pair "$X:$B" --pair "$E:$X")

@@ -12,10 +12,11 @@ import sentencepiece as spm
 import gin
 from xtr_jax import cli
 from xtr_jax.checkpoints.orbax_io import save_checkpoint
+from xtr_jax.data import xqg_prompt as prompt
 from xtr_jax.data.vocab import train_sentencepiece
 from xtr_jax.models import decoding, t5
 from xtr_jax.models.config import tiny_config
-from xtr_jax.xqg import language_tags, prompt
+from xtr_jax.xqg import language_tags
 
 PASSAGES = [
   ("p1", "The river flows through the old town and into the sea.", "River"),
