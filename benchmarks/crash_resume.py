@@ -62,7 +62,7 @@ def make_fixture(root: str, num_passages: int = 96) -> Fixture:
   import numpy as np
 
   from xtr_jax.checkpoints.orbax_io import save_checkpoint
-  from xtr_jax.index.encode import read_corpus
+  from xtr_jax.data.formats import read_corpus
   from xtr_jax.index.testing import make_tiny_setup
   from xtr_jax.models import t5
   from xtr_jax.models.config import tiny_config

@@ -39,7 +39,8 @@ DEFAULT_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "da
 def _model(args, work: str):
   """(params, config, proj_dim, fingerprint, tokenizer, label) of the model to encode with."""
   from xtr_jax.checkpoints.orbax_io import params_fingerprint  # noqa: PLC0415
-  from xtr_jax.index.encode import Tokenizer, read_corpus  # noqa: PLC0415
+  from xtr_jax.data.formats import read_corpus  # noqa: PLC0415
+  from xtr_jax.data.tokenizer import Tokenizer  # noqa: PLC0415
   from xtr_jax.index.retriever import load_model  # noqa: PLC0415
   from xtr_jax.index.testing import train_vocabulary  # noqa: PLC0415
 

@@ -181,8 +181,9 @@ def test_reads_the_generate_output_file_with_clear_errors(tmp_path):
 def test_index_end_to_end_generated_question_finds_its_passage(tmp_path):
   """Tiny corpus + random XTR model: a query equal to a generated question of passage X
   retrieves X first only once X is augmented with that question's token vectors."""
+  from xtr_jax.data.tokenizer import Tokenizer  # noqa: PLC0415
   from xtr_jax.index.build import build_from_corpus  # noqa: PLC0415
-  from xtr_jax.index.encode import EncodeParams, TokenEncoder, Tokenizer  # noqa: PLC0415
+  from xtr_jax.index.encode import EncodeParams, TokenEncoder  # noqa: PLC0415
   from xtr_jax.index.retriever import Retriever, load_model  # noqa: PLC0415
   from xtr_jax.index.testing import make_tiny_setup  # noqa: PLC0415
 
@@ -287,7 +288,7 @@ def test_index_command_augment_max_df(tmp_path, capsys):
       gin.clear_config()
     tokens[name] = read_manifest(out)["num_extra_tokens"]
   # Each piece that is in 2 of the 3 passages' questions (and EOS, in all 3) loses its vectors.
-  from xtr_jax.index.encode import Tokenizer  # noqa: PLC0415
+  from xtr_jax.data.tokenizer import Tokenizer  # noqa: PLC0415
 
   tok = Tokenizer(setup.vocabulary)
   ids = tok.encode(["river", "king", "river king"], 64)

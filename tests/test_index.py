@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 import gin
+from xtr_jax.data.formats import read_corpus
+from xtr_jax.data.tokenizer import Tokenizer
 from xtr_jax.index import cli, store
 from xtr_jax.index.encode import (
   ACCELERATOR_TOKEN_BUDGET,
@@ -15,11 +17,9 @@ from xtr_jax.index.encode import (
   CPU_TOKEN_BUDGET,
   EncodeParams,
   TokenEncoder,
-  Tokenizer,
   batch_policy,
   encode_corpus,
   plan_batches,
-  read_corpus,
 )
 from xtr_jax.index.retriever import Retriever, SearchParams
 from xtr_jax.index.scann_index import ScannParams

@@ -10,12 +10,14 @@ import pytest
 import gin
 from xtr_jax import gin_utils
 from xtr_jax.checkpoints import orbax_io
+from xtr_jax.data.tokenizer import Tokenizer
 from xtr_jax.index import cli as index_cli
 from xtr_jax.index.build import build_from_corpus
-from xtr_jax.index.encode import EncodeParams, Tokenizer, file_fingerprint
+from xtr_jax.index.encode import EncodeParams
 from xtr_jax.index.retriever import Retriever, load_model
 from xtr_jax.index.store import IndexFormatError
 from xtr_jax.index.testing import WORDS, make_tiny_setup, train_vocabulary
+from xtr_jax.io import file_fingerprint
 from xtr_jax.models import t5
 from xtr_jax.models.config import tiny_config
 from xtr_jax.models.xtr import RetrievalEncoder

@@ -22,12 +22,10 @@ from xtr_jax.data.formats import Passage, read_corpus
 from xtr_jax.gin_utils import bound_config_fields, parse_args_with_gin
 from xtr_jax.index.build import build_from_corpus
 from xtr_jax.index.compact import CompactParams
-from xtr_jax.index.encode import (
-  TokenEncoder,
-  atomic_write_bytes,
-)
+from xtr_jax.index.encode import TokenEncoder
 from xtr_jax.index.retriever import Retriever, load_model
 from xtr_jax.index.store import MANIFEST, read_manifest
+from xtr_jax.io import atomic_write_bytes
 
 
 @gin.configurable
@@ -382,7 +380,6 @@ def search_main(argv: list[str]) -> int:
   if not args.output:
     sys.stdout.write(text)
     return 0
-  os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-  atomic_write_bytes(args.output, text.encode("utf-8"))
+  atomic_write_bytes(args.output, text.encode("utf-8"), make_parents=True)
   print(f"wrote {args.output}: {len(queries)} queries, k={k}, format {fmt}")
   return 0

@@ -28,16 +28,14 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 import gin
 from xtr_jax import partitioning
-from xtr_jax.data.formats import Passage, read_corpus  # noqa: F401  (re-exported)
-from xtr_jax.data.tokenizer import (  # noqa: F401  (re-exported: the wings import them here)
-  SentencePieceTokenizer,
+from xtr_jax.data.formats import Passage, read_corpus
+from xtr_jax.data.tokenizer import (
   Tokenizer,
   bucket_length,
-  file_fingerprint,
   pad_batch,
   split_windows,
 )
-from xtr_jax.io import atomic_save_npy, atomic_write_bytes, atomic_write_json  # noqa: F401
+from xtr_jax.io import atomic_save_npy, atomic_write_json
 from xtr_jax.models.bert import BertConfig
 from xtr_jax.models.config import T5Config
 from xtr_jax.models.xtr import RetrievalEncoder, output_dim

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from xtr_jax.data.tokenizer import split_windows
 from xtr_jax.index.corpus_text import CorpusTexts
-from xtr_jax.index.encode import passage_text, split_windows
+from xtr_jax.index.encode import passage_text
 from xtr_jax.index.xtr_search import passage_token_groups
 
 Hits = tuple[np.ndarray, np.ndarray, np.ndarray]  # token ids, passage rows, scores: [n, k']

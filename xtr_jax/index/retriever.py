@@ -7,9 +7,10 @@ import dataclasses
 import numpy as np
 
 import gin
+from xtr_jax.data.tokenizer import Tokenizer
 from xtr_jax.index.brute_force import BruteForceSearcher, rescore_candidates
 from xtr_jax.index.compact import CompactSearcher
-from xtr_jax.index.encode import TokenEncoder, Tokenizer
+from xtr_jax.index.encode import TokenEncoder
 from xtr_jax.index.store import TokenIndex, load_index
 from xtr_jax.index.xtr_search import maxsim_search, passage_token_groups, xtr_search_batch
 

@@ -28,10 +28,10 @@ import os
 import numpy as np
 
 from xtr_jax.index import store
-from xtr_jax.index.encode import atomic_write_json
 from xtr_jax.index.store import SHARDED_FORMAT as FORMAT
 from xtr_jax.index.store import SHARDED_VERSION as VERSION
 from xtr_jax.index.store import ConcatVectors, load_sharded_index
+from xtr_jax.io import atomic_write_json
 
 __all__ = ["ConcatVectors", "load_sharded_index"]  # re-exported: they live in store.py
 SHARED_KEYS = ("model_fingerprint", "vocabulary_fingerprint", "proj_dim")

@@ -30,10 +30,11 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from xtr_jax import io as xio
 from xtr_jax.index import compact
 from xtr_jax.index.brute_force import BruteForceSearcher, merge_top_k
-from xtr_jax.index.encode import atomic_write_json
 from xtr_jax.index.scann_index import ScannParams, ScannSearcher
+from xtr_jax.io import atomic_write_json
 
 FORMAT = "xtr_jax.token_index"
 VERSION = 1
@@ -183,13 +184,7 @@ def build_index(
       **(metadata or {}),
     }
     atomic_write_json(os.path.join(tmp, MANIFEST), manifest)
-    if os.path.exists(output_dir):
-      old = os.path.join(parent, f".{name}.old-{os.getpid()}")
-      os.rename(output_dir, old)
-      os.rename(tmp, output_dir)
-      shutil.rmtree(old, ignore_errors=True)
-    else:
-      os.rename(tmp, output_dir)
+    xio.replace_dir(tmp, output_dir)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise

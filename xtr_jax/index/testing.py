@@ -93,8 +93,9 @@ def make_tiny_setup(directory: str, num_passages: int = 80, seed: int = 0) -> Ti
 
 def build_tiny_index(setup: TinySetup, output_dir: str) -> str:
   """A brute-force token index of ``setup``'s corpus with its checkpoint (tests, benchmarks)."""
+  from xtr_jax.data.tokenizer import Tokenizer  # noqa: PLC0415
   from xtr_jax.index.build import build_from_corpus  # noqa: PLC0415
-  from xtr_jax.index.encode import EncodeParams, Tokenizer  # noqa: PLC0415
+  from xtr_jax.index.encode import EncodeParams  # noqa: PLC0415
   from xtr_jax.index.retriever import load_model  # noqa: PLC0415
 
   params, config, proj_dim, fp, _ = load_model(setup.checkpoint)

@@ -20,13 +20,8 @@ import time
 
 import numpy as np
 
-from xtr_jax.index.encode import (
-  PROGRESS,
-  EncodeParams,
-  atomic_save_npy,
-  atomic_write_json,
-  passage_text,
-)
+from xtr_jax.index.encode import PROGRESS, EncodeParams, passage_text
+from xtr_jax.io import atomic_save_npy, atomic_write_json
 from xtr_jax.scale import shards
 
 
@@ -40,7 +35,8 @@ class EncodeShardWork:
     self.encoder = self.tokenizer = None
 
   def setup(self) -> None:
-    from xtr_jax.index.encode import TokenEncoder, Tokenizer  # noqa: PLC0415
+    from xtr_jax.data.tokenizer import Tokenizer  # noqa: PLC0415
+    from xtr_jax.index.encode import TokenEncoder  # noqa: PLC0415
     from xtr_jax.index.retriever import load_model  # noqa: PLC0415
 
     params, config, proj_dim, self.fingerprint, extra = load_model(self.checkpoint)
@@ -76,7 +72,7 @@ class EncodeShardWork:
 
 
 def _as_passage(row: shards.Row):
-  from xtr_jax.index.encode import Passage  # noqa: PLC0415
+  from xtr_jax.data.formats import Passage  # noqa: PLC0415
 
   return Passage(row.id, row.text, row.title)
 

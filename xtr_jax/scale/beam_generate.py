@@ -36,7 +36,7 @@ class GenerateShardWork:
 
   def setup(self) -> None:
     from xtr_jax.checkpoints.orbax_io import load_checkpoint  # noqa: PLC0415
-    from xtr_jax.index.encode import Tokenizer  # noqa: PLC0415
+    from xtr_jax.data.tokenizer import Tokenizer  # noqa: PLC0415
     from xtr_jax.xqg.generate import (  # noqa: PLC0415
       DecodeSettings,
       QuestionGenerator,
