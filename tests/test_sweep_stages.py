@@ -229,12 +229,12 @@ def test_baselines_sweep_colbert_and_single_vector(tmp_path):
   ]
   assert stages.index_stage("sv_xqg", bindings, work)["dense"] == 1
   augmented = np.load(work / "index" / "dense_vectors.npy")
-  ckpt, extra, tokenizer = stages._load_retrieval(stages.model_checkpoint(work, "xtr"))
-  dense = stages.DenseEncoder(ckpt.params, ckpt.config, int(extra["proj_dim"]))
+  model = stages._load_retrieval(stages.model_checkpoint(work, "xtr"))
+  dense = stages.DenseEncoder(model.params, model.config, model.proj_dim)
   for row, pid in enumerate(pids):
     expected = plain[row]
     if pid in questions:
-      q = dense.encode(tokenizer.encode(questions[pid], 64), 16, 64)
+      q = dense.encode(model.tokenizer.encode(questions[pid], 64, role="query"), 16, 64)
       expected = 0.75 * plain[row] + 0.25 * q.sum(0)
       assert not np.allclose(augmented[row], plain[row], atol=1e-4)
     np.testing.assert_allclose(augmented[row], expected, rtol=1e-4, atol=1e-5)

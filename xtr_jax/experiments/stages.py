@@ -41,18 +41,20 @@ import numpy as np
 import gin
 from xtr_jax import gin_utils
 from xtr_jax.checkpoints import orbax_io
+from xtr_jax.checkpoints.embedded import resolve_checkpoint
+from xtr_jax.checkpoints.tokenizers import tokenizer_for
 from xtr_jax.data import formats, vocab
 from xtr_jax.data.formats import read_corpus
 from xtr_jax.data.readers import read_generated_queries
-from xtr_jax.data.tokenizer import Tokenizer, bucket_length, pad_batch
+from xtr_jax.data.tokenizer import bucket_length, pad_batch
 from xtr_jax.evaluation import io as eval_io
 from xtr_jax.index import augment as index_augment
 from xtr_jax.index import build as index_build
 from xtr_jax.index import cli as index_cli
 from xtr_jax.index.encode import EncodeParams, TokenEncoder, passage_text
-from xtr_jax.index.retriever import Retriever, SearchParams
+from xtr_jax.index.retriever import Retriever, SearchParams, load_model
 from xtr_jax.io import atomic_write_bytes, atomic_write_json
-from xtr_jax.models.xtr import RetrievalEncoder
+from xtr_jax.models.xtr import RetrievalEncoder, output_dim
 from xtr_jax.training import inputs, optimizers, trainer
 from xtr_jax.xqg import generate as xqg_generate
 
@@ -246,6 +248,15 @@ class TrainPlan:
   heldout_qrels: str | None = None
   heldout_corpus: str | None = None
   vocabulary: str | None = None  # None: <sweep output>/vocab/spm_<size>.model (shared)
+  # False: the run starts from a pretrained checkpoint that carries its own tokenizer
+  # (mE5: its embedding rows are indexed by that tokenizer), so no vocabulary is trained.
+  train_vocabulary: bool = True
+  # The model when ``languages`` is empty (N = 0: the backbone itself, zero-shot, or the
+  # start of few-shot adaptation): an embedded name (``me5-small``) or a checkpoint folder.
+  base_checkpoint: str | None = None
+  # Configurations that differ only in phase 2 (k few-shot pairs) name the same phase 1:
+  # it is trained once, in <sweep output>/phase1/<name>, and checked to be the same data.
+  phase1_name: str | None = None
   vocab_size: int = 8000
   vocab_texts: Sequence[str] = ()  # globs; default: pairs_dir/*.jsonl (JSONL: `sources` only)
   shared_model: str | None = None  # name: train once in <sweep output>/models/<name>
@@ -255,6 +266,8 @@ class TrainPlan:
   def check(self) -> None:
     if not self.pairs_dir or not os.path.isdir(self.pairs_dir):
       raise FileNotFoundError(f"TrainPlan.pairs_dir={self.pairs_dir!r} is not a directory")
+    if not self.languages and not self.base_checkpoint:
+      raise ValueError("TrainPlan.languages is empty (no phase 1): set TrainPlan.base_checkpoint")
     if self.adapt_steps > 0 and (not self.adapt_languages or self.adapt_per_language < 1):
       raise ValueError(
         f"TrainPlan.adapt_steps={self.adapt_steps} needs adapt_languages and adapt_per_language"
@@ -270,9 +283,15 @@ def _phase_done(directory: pathlib.Path) -> dict | None:
 
 
 def _run_phase(
-  directory: pathlib.Path, bindings: Sequence[str], overrides: Sequence[str]
+  directory: pathlib.Path,
+  bindings: Sequence[str],
+  overrides: Sequence[str],
+  record: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-  """One ``trainer.train`` run in a fresh config; skipped when it finished before."""
+  """One ``trainer.train`` run in a fresh config; skipped when it finished before.
+
+  ``record`` (e.g. the digest of the pairs it trains on) is kept in ``phase.json``.
+  """
   done = _phase_done(directory)
   if done is not None:
     logging.info("%s: finished before, reusing it", directory)
@@ -283,7 +302,11 @@ def _run_phase(
     atomic_write_bytes(str(directory / "config.gin"), gin.config_str().encode("utf-8"))
     result = trainer.train(str(directory))
   steps = max(result.losses) if result.losses else 0
-  summary: dict[str, Any] = {"steps": steps, "seconds": round(time.time() - t0, 1)}
+  summary: dict[str, Any] = {
+    "steps": steps,
+    "seconds": round(time.time() - t0, 1),
+    **(record or {}),
+  }
   if result.losses:
     summary["final_train_loss"] = round(result.losses[steps], 4)
   if result.eval_metrics:
@@ -313,10 +336,109 @@ def model_checkpoint(workdir: pathlib.Path, name: str) -> str:
   return models[name]
 
 
+def _pairs_digest(pairs: Sequence[dict[str, Any]]) -> str:
+  """What a shared phase 1 was trained on: the selected pairs, in order."""
+  h = hashlib.sha1()
+  for r in pairs:
+    h.update(json.dumps(r, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+  return h.hexdigest()
+
+
+def _tokenizer_bindings(plan: TrainPlan, sweep_dir: pathlib.Path) -> tuple[list[str], dict]:
+  """The VOCAB binding (the shared SentencePiece model, trained once), or none when the run
+  starts from a checkpoint with its own tokenizer."""
+  if not plan.train_vocabulary:
+    return [], {"tokenizer": "the initial checkpoint's own"}
+  vocabulary = plan.vocabulary or str(sweep_dir / "vocab" / f"spm_{plan.vocab_size}.model")
+  if not os.path.isfile(vocabulary):
+    patterns = list(plan.vocab_texts) or [os.path.join(plan.pairs_dir, "*.jsonl")]
+    texts = vocabulary_texts(patterns, plan.sources)
+    logging.info("training the shared %d-piece vocabulary on %d texts", plan.vocab_size, len(texts))
+    vocab.train_sentencepiece(texts, vocabulary, plan.vocab_size, input_sentence_size=200_000)
+  return [f"VOCAB = '{vocabulary}'"], {"vocabulary": os.path.abspath(vocabulary)}
+
+
+def _train_phase1(
+  plan: TrainPlan,
+  bindings: Sequence[str],
+  common: Sequence[str],
+  heldout: HeldOut,
+  home: pathlib.Path,
+) -> tuple[pathlib.Path, dict[str, Any]]:
+  """Phase 1 on the first languages' pairs; a named phase 1 is trained once and reused."""
+  records = read_pair_records(plan.pairs_dir, plan.languages)
+  pairs, stats = select_pairs(
+    records,
+    sources=plan.sources,
+    per_language=plan.max_pairs_per_language,
+    heldout=heldout,
+    seed=plan.seed,
+  )
+  digest = _pairs_digest(pairs)
+  done = _phase_done(home / "phase1")
+  if done is not None and done.get("pairs_sha1", digest) != digest:
+    raise ValueError(
+      f"{home / 'phase1'}: this phase 1 was trained on other pairs (sha1 {done['pairs_sha1']}, "
+      f"now {digest}); give configurations with different phase-1 data different phase1_name"
+    )
+  train_file = home / "train_pairs.jsonl"
+  if done is None:
+    formats.write_jsonl(train_file, pairs)
+  summary = _run_phase(
+    home / "phase1", bindings, [f"PAIRS = '{train_file}'", *common], {"pairs_sha1": digest}
+  )
+  out = {
+    "data": {k: v for k, v in stats.items() if k != "per_language"},
+    "train_languages": sorted(stats["per_language"]),
+    "phase1": summary,
+  }
+  return home / "phase1" / "final", out
+
+
+def _adapt(
+  plan: TrainPlan,
+  bindings: Sequence[str],
+  common: Sequence[str],
+  heldout: HeldOut,
+  home: pathlib.Path,
+  start: str,
+) -> tuple[pathlib.Path, dict[str, Any]]:
+  """Phase 2: few-shot adaptation from ``start`` on k pairs of each adaptation language."""
+  records = read_pair_records(plan.adapt_pairs_dir or plan.pairs_dir, list(plan.adapt_languages))
+  pairs, stats = select_pairs(
+    records,
+    sources=plan.adapt_sources,
+    per_language=plan.adapt_per_language,
+    heldout=heldout,
+    seed=plan.seed,
+  )
+  adapt_file = home / "adapt_pairs.jsonl"
+  formats.write_jsonl(adapt_file, pairs)
+  overrides = [
+    f"PAIRS = '{adapt_file}'",
+    *common,
+    f"TRAIN_STEPS = {plan.adapt_steps}",
+    f"trainer.train.init_checkpoint = '{start}'",
+    "trainer.train.eval_batches = None",
+    "inputs.pairs_batches.heldout_fraction = 0.0",
+    f"optimizers.learning_rate_schedule.warmup_steps = {plan.adapt_warmup_steps}",
+  ]
+  if plan.adapt_learning_rate is not None:
+    overrides.append(
+      f"optimizers.learning_rate_schedule.base_learning_rate = {plan.adapt_learning_rate}"
+    )
+  summary = _run_phase(home / "adapt", bindings, overrides)
+  return home / "adapt" / "final", {
+    "adapt": summary,
+    "adapt_data": {k: v for k, v in stats.items() if k != "per_language"},
+  }
+
+
 def train_stage(
   config_name: str, bindings: Sequence[str], workdir: pathlib.Path, scope: str | None = None
 ) -> dict[str, Any]:
-  """Phase 1 on the selected pairs, then optional few-shot adaptation; records the model.
+  """Phase 1 on the selected pairs (none: the base checkpoint), then optional few-shot
+  adaptation; records the model in workdir/models.json.
 
   With ``scope`` (e.g. 'xqg'), the bindings ``scope/...`` apply, unprefixed, after all others
   (a plain gin scope would not reach the trainer's scoped batch references, ``@train/...``).
@@ -333,63 +455,21 @@ def train_stage(
   home = sweep_dir / "models" / plan.shared_model if plan.shared_model else workdir / plan.name
   home.mkdir(parents=True, exist_ok=True)
   heldout = HeldOut.load(plan.heldout_queries, plan.heldout_qrels, plan.heldout_corpus)
-
-  records = read_pair_records(plan.pairs_dir, plan.languages)
-  train_pairs, train_stats = select_pairs(
-    records,
-    sources=plan.sources,
-    per_language=plan.max_pairs_per_language,
-    heldout=heldout,
-    seed=plan.seed,
-  )
-  train_file = home / "train_pairs.jsonl"
-  formats.write_jsonl(train_file, train_pairs)
-
-  vocabulary = plan.vocabulary or str(sweep_dir / "vocab" / f"spm_{plan.vocab_size}.model")
-  if not os.path.isfile(vocabulary):
-    patterns = list(plan.vocab_texts) or [os.path.join(plan.pairs_dir, "*.jsonl")]
-    texts = vocabulary_texts(patterns, plan.sources)
-    logging.info("training the shared %d-piece vocabulary on %d texts", plan.vocab_size, len(texts))
-    vocab.train_sentencepiece(texts, vocabulary, plan.vocab_size, input_sentence_size=200_000)
-  common = [f"PAIRS = '{train_file}'", f"VOCAB = '{vocabulary}'"]
-  out: dict[str, Any] = {
-    "vocabulary": os.path.abspath(vocabulary),
-    "data": {k: v for k, v in train_stats.items() if k != "per_language"},
-    "train_languages": sorted(train_stats["per_language"]),
-  }
-  out["phase1"] = _run_phase(home / "phase1", bindings, common)
-  final = home / "phase1" / "final"
-
+  common, out = _tokenizer_bindings(plan, sweep_dir)
+  if plan.languages:
+    phase1_home = sweep_dir / "phase1" / plan.phase1_name if plan.phase1_name else home
+    phase1_home.mkdir(parents=True, exist_ok=True)
+    final, summary = _train_phase1(plan, bindings, common, heldout, phase1_home)
+    out.update(summary)
+  else:
+    final = pathlib.Path(resolve_checkpoint(str(plan.base_checkpoint)))
+    out["phase1"] = {"steps": 0, "base_checkpoint": str(plan.base_checkpoint)}
   if plan.adapt_steps > 0:
-    adapt_dir = plan.adapt_pairs_dir or plan.pairs_dir
-    adapt_records = read_pair_records(adapt_dir, list(plan.adapt_languages))
-    adapt_pairs, adapt_stats = select_pairs(
-      adapt_records,
-      sources=plan.adapt_sources,
-      per_language=plan.adapt_per_language,
-      heldout=heldout,
-      seed=plan.seed,
-    )
-    adapt_file = home / "adapt_pairs.jsonl"
-    formats.write_jsonl(adapt_file, adapt_pairs)
-    overrides = [
-      f"PAIRS = '{adapt_file}'",
-      f"VOCAB = '{vocabulary}'",
-      f"TRAIN_STEPS = {plan.adapt_steps}",
-      f"trainer.train.init_checkpoint = '{final}'",
-      "trainer.train.eval_batches = None",
-      "inputs.pairs_batches.heldout_fraction = 0.0",
-      f"optimizers.learning_rate_schedule.warmup_steps = {plan.adapt_warmup_steps}",
-    ]
-    if plan.adapt_learning_rate is not None:
-      overrides.append(
-        f"optimizers.learning_rate_schedule.base_learning_rate = {plan.adapt_learning_rate}"
-      )
-    out["adapt"] = _run_phase(home / "adapt", bindings, overrides)
-    out["adapt_data"] = {k: v for k, v in adapt_stats.items() if k != "per_language"}
-    final = home / "adapt" / "final"
+    final, summary = _adapt(plan, bindings, common, heldout, home, str(final))
+    out.update(summary)
   _write_models(workdir, plan.name, str(final))
   out["checkpoint"] = str(final)
+  out["seed"] = plan.seed
   return out
 
 
@@ -416,6 +496,7 @@ class IndexPlan:
   augment_alpha: float = 0.01
   augment_reduce: str = "sum"
   question_length: int = 64  # tokens of a generated question when it is encoded (both kinds)
+  pooling: str | None = None  # 'token' | 'mean'; None: the checkpoint's own
 
 
 class DenseEncoder:
@@ -424,34 +505,134 @@ class DenseEncoder:
   def __init__(self, params, config, proj_dim: int):
     self.model = RetrievalEncoder(config, proj_dim=proj_dim, pooling="mean")
     self.params = jax.device_put(nn.meta.unbox(params))
+    self.pad_id = config.pad_token_id
+    self.width = output_dim(config, proj_dim)
     self._fn = jax.jit(lambda p, ids: self.model.apply({"params": p}, ids))
 
   def encode(self, token_ids: list[list[int]], batch_size: int, max_length: int) -> np.ndarray:
-    out = np.zeros((len(token_ids), self.model.proj_dim), np.float32)
+    out = np.zeros((len(token_ids), self.width), np.float32)
     buckets = EncodeParams().buckets
     order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
     for start in range(0, len(order), batch_size):
       idx = order[start : start + batch_size]
       length = bucket_length(max(len(token_ids[i]) for i in idx), max_length, buckets)
-      vecs = np.asarray(
-        self._fn(self.params, pad_batch([token_ids[i] for i in idx], length, batch_size))
-      )
-      out[idx] = vecs[: len(idx)]
+      batch = pad_batch([token_ids[i] for i in idx], length, batch_size, self.pad_id)
+      out[idx] = np.asarray(self._fn(self.params, batch))[: len(idx)]
     return out
 
 
-def _load_retrieval(checkpoint: str):
-  ckpt = orbax_io.load_checkpoint(checkpoint)
-  extra = dict(ckpt.extra or {})
-  vocabulary = extra.get("vocabulary")
-  if not vocabulary:
-    raise ValueError(f"checkpoint {checkpoint} records no vocabulary")
-  tokenizer = Tokenizer(vocabulary, ckpt.config.vocab_size, ckpt.config.eos_token_id)
-  return ckpt, extra, tokenizer
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+  """A retrieval checkpoint with the tokenizer it was trained with."""
+
+  checkpoint: str
+  params: Any
+  config: Any
+  proj_dim: int
+  fingerprint: str
+  extra: dict[str, Any]
+  tokenizer: Any
+
+
+def _load_retrieval(checkpoint: str) -> LoadedModel:
+  """Loads a trained model or a pretrained one (an embedded name such as ``me5-small``)."""
+  checkpoint = resolve_checkpoint(checkpoint)
+  params, config, proj_dim, fingerprint, extra = load_model(checkpoint)
+  tokenizer = tokenizer_for(checkpoint, extra, config)
+  return LoadedModel(checkpoint, params, config, proj_dim, fingerprint, extra, tokenizer)
+
+
+def _replace_dir_with(output: pathlib.Path, write) -> None:
+  """Writes a new ``output`` folder through ``write(tmp)``; the old one goes only once the new
+  one is complete on disk."""
+  tmp, old = output.parent / f".{output.name}.tmp", output.parent / f".{output.name}.old"
+  for stale in (tmp, old):
+    shutil.rmtree(stale, ignore_errors=True)
+  tmp.mkdir()
+  write(tmp)
+  if output.exists():
+    output.rename(old)
+  tmp.rename(output)
+  shutil.rmtree(old, ignore_errors=True)
+
+
+def _dense_index(
+  plan: IndexPlan, model: LoadedModel, output: pathlib.Path, generated: pathlib.Path
+) -> dict:
+  """One mean-pooled vector per passage (+ the xQG single-vector augmentation)."""
+  params = EncodeParams()
+  passages = list(read_corpus(plan.corpus))
+  ids = model.tokenizer.encode([passage_text(p) for p in passages], params.max_length)
+  dense = DenseEncoder(model.params, model.config, model.proj_dim)
+  vectors = dense.encode(ids, params.batch_size, params.max_length)
+  if plan.augment:  # single-vector xQG augmentation, as in the xQG code
+
+    def encode_questions(texts: list[str]) -> np.ndarray:
+      q_ids = model.tokenizer.encode(texts, plan.question_length, role="query")
+      return dense.encode(q_ids, params.batch_size, plan.question_length)
+
+    vectors = index_augment.augment_passage_matrix(
+      vectors,
+      [p.id for p in passages],
+      read_generated_queries(str(generated)),
+      encode_questions,
+      alpha=plan.augment_alpha,
+      reduce=plan.augment_reduce,
+    )
+
+  def write(tmp: pathlib.Path) -> None:
+    np.save(tmp / "dense_vectors.npy", vectors)
+    meta = {"checkpoint": model.checkpoint, "passage_ids": [p.id for p in passages]}
+    atomic_write_json(str(tmp / "dense.json"), meta)
+
+  _replace_dir_with(output, write)
+  return {"num_passages": len(passages), "dense": 1}
+
+
+def _token_index(
+  plan: IndexPlan, model: LoadedModel, output: pathlib.Path, generated: pathlib.Path
+) -> dict:
+  """The XTR token index (ScaNN or exact, per ``index_settings``), optionally augmented."""
+  pooling = plan.pooling or "token"
+  augmentation: dict[str, Any] = {}
+  if plan.augment:
+    augmentation["extra_vectors"] = index_augment.extra_vectors_for_index(
+      str(generated),
+      TokenEncoder(model.params, model.config, model.proj_dim, pooling=pooling),
+      model.tokenizer,
+      mode=plan.augment_mode,
+      max_df=plan.augment_max_df,
+      max_length=plan.question_length,
+    )
+    augmentation["extra_weight"] = plan.augment_weight
+  manifest = index_build.build_from_corpus(
+    plan.corpus,
+    str(output),
+    model.params,
+    model.config,
+    proj_dim=model.proj_dim,
+    model_fingerprint=model.fingerprint,
+    tokenizer=model.tokenizer,
+    checkpoint=model.checkpoint,
+    pooling=pooling,
+    overwrite=True,
+    progress=False,
+    **{**index_cli.index_settings(), **augmentation},
+  )
+  return {
+    "num_passages": manifest["num_passages"],
+    "num_tokens": manifest["num_tokens"],
+    "num_extra_tokens": manifest.get("num_extra_tokens", 0),
+    "encode_seconds": manifest.get("encode_seconds", 0.0),
+  }
 
 
 def index_stage(config_name: str, bindings: Sequence[str], workdir: pathlib.Path) -> dict:
-  """Encodes the corpus with the trained model into workdir/index (token or dense)."""
+  """Encodes the corpus with the configuration's model into workdir/index (token or dense).
+
+  The pooling is ``IndexPlan.pooling`` or the checkpoint's own, so a pretrained single-vector
+  backbone (mE5) is indexed token by token for XTR when the plan says ``token``.
+  """
   del config_name
   workdir = pathlib.Path(workdir)
   t0 = time.time()
@@ -459,79 +640,15 @@ def index_stage(config_name: str, bindings: Sequence[str], workdir: pathlib.Path
     plan = IndexPlan()
     if not os.path.isfile(plan.corpus):
       raise FileNotFoundError(f"IndexPlan.corpus={plan.corpus!r}: file not found")
-    checkpoint = model_checkpoint(workdir, plan.model)
-    ckpt, extra, tokenizer = _load_retrieval(checkpoint)
-    proj_dim = int(extra.get("proj_dim", 128))
-    output = workdir / "index"
+    model = _load_retrieval(model_checkpoint(workdir, plan.model))
     generated = workdir / "generated.jsonl"
     if plan.augment and not generated.is_file():
       raise FileNotFoundError(f"{generated}: run the generate stage before an augmented index")
-    if extra.get("pooling", "token") == "mean":
-      params = EncodeParams()
-      passages = list(read_corpus(plan.corpus))
-      ids = tokenizer.encode([passage_text(p) for p in passages], params.max_length)
-      dense = DenseEncoder(ckpt.params, ckpt.config, proj_dim)
-      vectors = dense.encode(ids, params.batch_size, params.max_length)
-      if plan.augment:  # single-vector xQG augmentation, as in the xQG code
-
-        def encode_questions(texts: list[str]) -> np.ndarray:
-          q_ids = tokenizer.encode(texts, plan.question_length)
-          return dense.encode(q_ids, params.batch_size, plan.question_length)
-
-        vectors = index_augment.augment_passage_matrix(
-          vectors,
-          [p.id for p in passages],
-          read_generated_queries(str(generated)),
-          encode_questions,
-          alpha=plan.augment_alpha,
-          reduce=plan.augment_reduce,
-        )
-      # The old index is replaced only once the new one is complete on disk.
-      tmp, old = workdir / ".index.tmp", workdir / ".index.old"
-      for stale in (tmp, old):
-        shutil.rmtree(stale, ignore_errors=True)
-      tmp.mkdir()
-      np.save(tmp / "dense_vectors.npy", vectors)
-      atomic_write_json(
-        str(tmp / "dense.json"),
-        {"checkpoint": checkpoint, "passage_ids": [p.id for p in passages]},
-      )
-      if output.exists():
-        output.rename(old)
-      tmp.rename(output)
-      shutil.rmtree(old, ignore_errors=True)
-      return {"num_passages": len(passages), "dense": 1, "seconds": round(time.time() - t0, 1)}
-    augmentation: dict[str, Any] = {}
-    if plan.augment:
-      augmentation["extra_vectors"] = index_augment.extra_vectors_for_index(
-        str(generated),
-        TokenEncoder(ckpt.params, ckpt.config, proj_dim),
-        tokenizer,
-        mode=plan.augment_mode,
-        max_df=plan.augment_max_df,
-        max_length=plan.question_length,
-      )
-      augmentation["extra_weight"] = plan.augment_weight
-    manifest = index_build.build_from_corpus(
-      plan.corpus,
-      str(output),
-      ckpt.params,
-      ckpt.config,
-      proj_dim=proj_dim,
-      model_fingerprint=ckpt.fingerprint,
-      tokenizer=tokenizer,
-      checkpoint=checkpoint,
-      overwrite=True,
-      progress=False,
-      **{**index_cli.index_settings(), **augmentation},
-    )
-  return {
-    "num_passages": manifest["num_passages"],
-    "num_tokens": manifest["num_tokens"],
-    "num_extra_tokens": manifest.get("num_extra_tokens", 0),
-    "encode_seconds": manifest.get("metadata", {}).get("encode_seconds", 0.0),
-    "seconds": round(time.time() - t0, 1),
-  }
+    pooling = plan.pooling or model.extra.get("pooling", "token")
+    build = _dense_index if pooling == "mean" else _token_index
+    plan = dataclasses.replace(plan, pooling=pooling)
+    out = build(plan, model, workdir / "index", generated)
+  return {**out, "seconds": round(time.time() - t0, 1)}
 
 
 # ----------------------------------------------------------------------------- search stage
@@ -562,10 +679,11 @@ def search_stage(config_name: str, bindings: Sequence[str], workdir: pathlib.Pat
   if (index_dir / "dense.json").is_file():
     with open(index_dir / "dense.json", encoding="utf-8") as f:
       meta = json.load(f)
-    ckpt, extra, tokenizer = _load_retrieval(meta["checkpoint"])
-    encoder = DenseEncoder(ckpt.params, ckpt.config, int(extra.get("proj_dim", 128)))
+    model = _load_retrieval(meta["checkpoint"])
+    encoder = DenseEncoder(model.params, model.config, model.proj_dim)
     length = params.query_max_length
-    q = encoder.encode(tokenizer.encode(texts, length), plan.batch_size, length)
+    q_ids = model.tokenizer.encode(texts, length, role="query")
+    q = encoder.encode(q_ids, plan.batch_size, length)
     scores = q @ np.load(index_dir / "dense_vectors.npy").T
     k = min(plan.k, scores.shape[1])
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
@@ -612,11 +730,14 @@ def generate_stage(config_name: str, bindings: Sequence[str], workdir: pathlib.P
     plan = GeneratePlan()
     if not plan.languages:
       raise ValueError("GeneratePlan.languages is empty")
-    ckpt = orbax_io.load_checkpoint(model_checkpoint(workdir, plan.model))
-    if ckpt.model_kind != "mt5":
-      raise ValueError(f"model {plan.model!r} has model_kind={ckpt.model_kind!r}, expected 'mt5'")
-    vocabulary = (ckpt.extra or {}).get("vocabulary")
-    tokenizer = Tokenizer(vocabulary, ckpt.config.vocab_size, ckpt.config.eos_token_id)
+    checkpoint = model_checkpoint(workdir, plan.model)
+    ckpt = orbax_io.load_checkpoint(checkpoint)
+    if ckpt.model_kind not in ("mt5", "bert2bert"):
+      raise ValueError(
+        f"model {plan.model!r} has model_kind={ckpt.model_kind!r}, expected an "
+        "encoder-decoder ('mt5' or 'bert2bert')"
+      )
+    tokenizer = tokenizer_for(checkpoint, ckpt.extra, ckpt.config)
     settings = xqg_generate.DecodeSettings(
       strategy=plan.strategy,
       num_questions=plan.num_questions,

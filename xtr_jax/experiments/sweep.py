@@ -24,7 +24,9 @@ import io as _io
 import json
 import logging
 import math
+import os
 import pathlib
+import subprocess
 import sys
 import time
 import traceback
@@ -68,6 +70,17 @@ class PlotSpec:
   x: str  # a label name
   metric: str  # e.g. "Recall@20": one line per language + the macro average
   title: str = ""
+  series: str = ""  # a label: one macro line per value (e.g. few_shot_k), no language lines
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportSpec:
+  """What ``--report`` renders: per point, each metric with its 95% bootstrap interval, and
+  paired tests between adjacent values of ``x`` within each value of ``series``."""
+
+  x: str
+  metrics: tuple[str, ...] = ("Recall@20",)
+  series: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +91,7 @@ class SweepSpec:
   base_bindings: tuple[str, ...] = ()
   stage_targets: dict[str, str] = dataclasses.field(default_factory=dict)
   plot: PlotSpec | None = None
+  report: ReportSpec | None = None
 
 
 @gin.configurable
@@ -88,6 +102,7 @@ def sweep_spec(
   base_bindings: Sequence[str] = (),
   stage_targets: Mapping[str, str] | None = None,
   plot: Mapping[str, str] | None = None,
+  report: Mapping[str, Any] | None = None,
 ) -> SweepSpec:
   """Builds the sweep from gin.
 
@@ -112,6 +127,16 @@ def sweep_spec(
     base_bindings=tuple(base_bindings),
     stage_targets=dict(stage_targets or {}),
     plot=PlotSpec(**plot) if plot else None,
+    report=_report_spec(report) if report else None,
+  )
+
+
+def _report_spec(report: Mapping[str, Any]) -> ReportSpec:
+  unknown = set(report) - {"x", "metrics", "series"}
+  if unknown or "x" not in report:
+    raise ValueError(f"sweep_spec.report: needs 'x', unknown keys {sorted(unknown)}")
+  return ReportSpec(
+    report["x"], tuple(report.get("metrics", ("Recall@20",))), report.get("series", "")
   )
 
 
@@ -166,6 +191,25 @@ def append_result(path: pathlib.Path, record: dict) -> None:
 # ----------------------------------------------------------------------------- running
 
 
+def code_version() -> str:
+  """The commit the sweep's code is at: ``XTR_JAX_COMMIT`` (set it when running from an
+  exported copy of the code), else ``git rev-parse HEAD`` of the package's checkout (with
+  ``+dirty`` when tracked files differ), else "unknown"."""
+  if os.environ.get("XTR_JAX_COMMIT"):
+    return os.environ["XTR_JAX_COMMIT"]
+  root = pathlib.Path(__file__).resolve().parents[2]
+  try:
+    head = subprocess.run(
+      ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+      ["git", "-C", str(root), "diff", "--quiet", "HEAD", "--", "xtr_jax", "gin"], check=False
+    ).returncode
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+  return head + ("+dirty" if dirty else "")
+
+
 def run_sweep(
   spec: SweepSpec, output: pathlib.Path, only: Sequence[str] | None = None
 ) -> list[dict]:
@@ -190,7 +234,13 @@ def run_sweep(
     workdir.mkdir(parents=True, exist_ok=True)
     bindings = [*spec.base_bindings, *config.bindings]
     io.atomic_write_text(workdir / "bindings.gin", "\n".join(bindings) + "\n")
-    record: dict[str, Any] = {"config": config.name, "labels": config.labels, "outputs": {}}
+    record: dict[str, Any] = {
+      "config": config.name,
+      "labels": config.labels,
+      "commit": code_version(),
+      "bindings": bindings,
+      "outputs": {},
+    }
     start = time.time()
     try:
       for stage_name in config.stages or spec.stages:
