@@ -97,3 +97,31 @@ def compare(
     ci_high=high,
     confidence=confidence,
   )
+
+
+def macro_bootstrap_ci(
+  groups: list[np.ndarray],
+  *,
+  num_samples: int = 10_000,
+  confidence: float = 0.95,
+  seed: int = 0,
+) -> tuple[float, float]:
+  """Percentile bootstrap CI of the macro mean (the mean over groups of each group's mean).
+
+  Queries are resampled within their group (language), so every resample keeps each
+  language's size, as the macro average the tables report is defined. Passing per-query
+  differences of two systems gives the paired interval of their macro difference.
+  """
+  if not 0 < confidence < 1:
+    raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+  if not groups or any(np.asarray(g).size == 0 for g in groups):
+    raise ValueError("macro bootstrap needs at least one group, none of them empty")
+  rng = np.random.default_rng(seed)
+  means = np.zeros(num_samples)
+  for g in groups:
+    g = np.asarray(g, np.float64)
+    means += g[rng.integers(0, g.size, size=(num_samples, g.size))].mean(axis=1)
+  means /= len(groups)
+  alpha = (1 - confidence) / 2
+  low, high = np.quantile(means, [alpha, 1 - alpha])
+  return float(low), float(high)

@@ -237,6 +237,11 @@ class TrainPlan:
   languages: Sequence[str] | str = "all"
   sources: Sequence[str] = ()
   max_pairs_per_language: int | None = None
+  # Mixed into phase 1 (e.g. the monolingual pairs, passages in the query's language): these
+  # languages of ``extra_pairs_dir``, any source, at most ``extra_per_language`` each.
+  extra_pairs_dir: str | None = None
+  extra_languages: Sequence[str] = ()
+  extra_per_language: int | None = None
   adapt_pairs_dir: str | None = None  # None: pairs_dir
   adapt_languages: Sequence[str] = ()
   adapt_sources: Sequence[str] = ()
@@ -374,6 +379,19 @@ def _train_phase1(
     heldout=heldout,
     seed=plan.seed,
   )
+  if plan.extra_languages:
+    if not plan.extra_pairs_dir or not os.path.isdir(plan.extra_pairs_dir):
+      raise FileNotFoundError(
+        f"TrainPlan.extra_pairs_dir={plan.extra_pairs_dir!r} is not a directory"
+      )
+    extra, extra_stats = select_pairs(
+      read_pair_records(plan.extra_pairs_dir, list(plan.extra_languages)),
+      per_language=plan.extra_per_language,
+      heldout=heldout,
+      seed=plan.seed,
+    )
+    pairs = [*pairs, *extra]
+    stats["extra_pairs"] = extra_stats["pairs"]
   digest = _pairs_digest(pairs)
   done = _phase_done(home / "phase1")
   if done is not None and done.get("pairs_sha1", digest) != digest:

@@ -462,6 +462,17 @@ register_stage("bm25", bm25_stage)
 # ----------------------------------------------------------------------------- CLI
 
 
+def write_report(spec: SweepSpec, output: pathlib.Path, dest: pathlib.Path) -> pathlib.Path:
+  """``--report``: the queries file comes from the sweep's own ``evaluate_stage.queries``."""
+  from xtr_jax.experiments import sweep_report  # noqa: PLC0415
+
+  if spec.report is None:
+    raise ValueError(f"sweep {spec.name!r} sets no sweep_spec.report (x, metrics, series)")
+  queries = gin.query_parameter("evaluate_stage.queries")
+  r = spec.report
+  return sweep_report.report(output, dest, spec.name, r.x, r.metrics, r.series, queries)
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="xtr-jax sweep", description=__doc__)
   parser.add_argument("--output", required=True, help="Sweep folder (results.jsonl, tables, plot).")
@@ -469,6 +480,12 @@ def main(argv: list[str] | None = None) -> int:
     "--only", default="", help="Comma-separated configuration names to run (default: all)."
   )
   parser.add_argument("--dry_run", action="store_true", help="Print configurations, run nothing.")
+  parser.add_argument(
+    "--report",
+    metavar="DIR",
+    help="Run nothing: copy the recorded results of --output (when there) into DIR and render "
+    "DIR/report.md and the plot from them alone (sweep_spec.report says what).",
+  )
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
   try:
     args = gin_utils.parse_args_with_gin(parser, argv)
@@ -478,6 +495,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{c.name} {json.dumps(c.labels)} stages: {' -> '.join(c.stages or spec.stages)}")
         for b in [*spec.base_bindings, *c.bindings]:
           print(f"  {b}")
+      return 0
+    if args.report:
+      print(write_report(spec, pathlib.Path(args.output), pathlib.Path(args.report)))
       return 0
     only = [s for s in args.only.split(",") if s]
     records = run_sweep(spec, pathlib.Path(args.output), only or None)

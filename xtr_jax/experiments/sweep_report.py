@@ -1,0 +1,264 @@
+"""``xtr-jax sweep --report DIR``: a sweep's tables, intervals, paired tests and plot, rendered
+from its recorded results alone.
+
+``collect`` copies what a report needs out of a sweep folder into ``DIR``: the records
+(``results.jsonl``) and, per configuration, the per-query scores of the report's metrics with
+each query's language (``scores/<config>.json``). ``render`` then reads ``DIR`` and nothing
+else, so a figure in ``results/`` can always be rebuilt, and is never typed by hand.
+
+Every point gets its macro average (the mean over languages, as the tables report it) with a
+95% bootstrap interval that resamples queries within each language; adjacent points on the
+x axis (within one series, e.g. the same few-shot k) get a paired test: the paired t-test on
+per-query scores and the paired bootstrap interval of the macro difference.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import shutil
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from xtr_jax import io as xio
+from xtr_jax.evaluation import io as eval_io
+from xtr_jax.evaluation import significance
+
+SCORES_DIR = "scores"
+
+
+# ----------------------------------------------------------------------------- collect
+
+
+def collect(
+  sweep_dir: pathlib.Path, dest: pathlib.Path, metrics: Sequence[str], queries: str
+) -> int:
+  """Copies the records and the per-query scores of ``metrics`` into ``dest``; returns how
+  many configurations had scores. ``queries`` (the evaluated queries file) gives languages."""
+  from xtr_jax.experiments.sweep import latest_by_config, read_results  # noqa: PLC0415
+
+  records = read_results(sweep_dir / "results.jsonl")
+  if not records:
+    raise FileNotFoundError(f"{sweep_dir / 'results.jsonl'}: no recorded results to report")
+  langs = {qid: q.lang for qid, q in eval_io.read_queries(queries).items()}
+  (dest / SCORES_DIR).mkdir(parents=True, exist_ok=True)
+  kept = [{k: v for k, v in r.items() if k != "traceback"} for r in records]
+  text = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in kept)
+  xio.atomic_write_text(str(dest / "results.jsonl"), text)
+  n = 0
+  for name, record in latest_by_config(records).items():
+    path = sweep_dir / name / "eval.json"
+    if record["status"] != "ok" or not path.is_file():
+      continue
+    scored = json.loads(path.read_text(encoding="utf-8"))["metrics"]
+    missing = [m for m in metrics if m not in scored]
+    if missing:
+      raise ValueError(f"{path}: no per-query scores for {missing} (have {sorted(scored)})")
+    per_query = {m: scored[m]["per_query"] for m in metrics}
+    qids = sorted(per_query[metrics[0]])
+    unknown = [q for q in qids if q not in langs]
+    if unknown:
+      raise ValueError(f"{path}: queries {unknown[:3]} are not in {queries}")
+    doc = {"lang": {q: langs[q] for q in qids}, "per_query": per_query}
+    xio.atomic_write_text(str(dest / SCORES_DIR / f"{name}.json"), json.dumps(doc))
+    n += 1
+  return n
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def _groups(scores: Mapping[str, float], lang: Mapping[str, str]) -> dict[str, np.ndarray]:
+  by: dict[str, list[float]] = {}
+  for qid in sorted(scores):
+    by.setdefault(lang[qid], []).append(scores[qid])
+  return {k: np.asarray(v) for k, v in sorted(by.items())}
+
+
+def point_summary(scores: Mapping[str, float], lang: Mapping[str, str], seed: int = 0) -> dict:
+  """Macro average (x100) with its 95% stratified bootstrap interval, and per language."""
+  groups = _groups(scores, lang)
+  low, high = significance.macro_bootstrap_ci(list(groups.values()), seed=seed)
+  return {
+    "macro": 100 * float(np.mean([g.mean() for g in groups.values()])),
+    "ci": (100 * low, 100 * high),
+    "per_lang": {k: 100 * float(g.mean()) for k, g in groups.items()},
+  }
+
+
+def paired_summary(
+  a: Mapping[str, float], b: Mapping[str, float], lang: Mapping[str, str], seed: int = 0
+) -> dict:
+  """A - B: macro difference (x100), its paired stratified bootstrap interval, paired t p."""
+  xa, xb, qids = significance.paired_arrays(a, b)
+  diff = dict(zip(qids, xa - xb))
+  groups = _groups(diff, lang)
+  low, high = significance.macro_bootstrap_ci(list(groups.values()), seed=seed)
+  _, p = significance.paired_t_test(xa, xb)
+  return {
+    "diff": 100 * float(np.mean([g.mean() for g in groups.values()])),
+    "ci": (100 * low, 100 * high),
+    "p_value": p,
+  }
+
+
+# ----------------------------------------------------------------------------- render
+
+
+def _load(dest: pathlib.Path) -> tuple[list[dict], dict[str, dict]]:
+  from xtr_jax.experiments.sweep import latest_by_config, read_results  # noqa: PLC0415
+
+  records = list(latest_by_config(read_results(dest / "results.jsonl")).values())
+  scores = {}
+  for path in sorted((dest / SCORES_DIR).glob("*.json")):
+    scores[path.stem] = json.loads(path.read_text(encoding="utf-8"))
+  return records, scores
+
+
+def _series_points(
+  records: Sequence[dict], scores: Mapping[str, dict], x: str, series: str
+) -> dict[Any, list[tuple[Any, str]]]:
+  """{series value: [(x value, config), ...] sorted by x} for configurations with scores."""
+  out: dict[Any, list[tuple[Any, str]]] = {}
+  for r in records:
+    labels = r.get("labels", {})
+    if r["config"] in scores and x in labels:
+      out.setdefault(labels.get(series) if series else "", []).append((labels[x], r["config"]))
+  return {k: sorted(v, key=lambda t: t[0]) for k, v in sorted(out.items(), key=lambda t: str(t[0]))}
+
+
+def _fmt_ci(s: dict) -> str:
+  return f"{s['macro']:.1f} [{s['ci'][0]:.1f}, {s['ci'][1]:.1f}]"
+
+
+def _baselines(records: Sequence[dict], scores: Mapping[str, dict], x: str) -> list[str]:
+  return [r["config"] for r in records if r["config"] in scores and x not in r.get("labels", {})]
+
+
+def render(
+  dest: pathlib.Path, name: str, x: str, metrics: Sequence[str], series: str = ""
+) -> pathlib.Path:
+  """Writes dest/report.md and dest/<name>.png from dest's records and scores alone."""
+  records, scores = _load(dest)
+  if not scores:
+    raise FileNotFoundError(f"{dest / SCORES_DIR}: no per-configuration scores to render")
+  points = _series_points(records, scores, x, series)
+  baselines = _baselines(records, scores, x)
+  lines = [f"# Sweep {name}: report", ""]
+  lines += _status_lines(records)
+  for metric in metrics:
+    summaries = {c: point_summary(s["per_query"][metric], s["lang"]) for c, s in scores.items()}
+    lines += _point_table(metric, points, baselines, summaries, x, series)
+    lines += _paired_table(metric, points, scores, x, series)
+  lines += _language_table(metrics[0], points, baselines, scores, x, series)
+  report = dest / "report.md"
+  xio.atomic_write_text(str(report), "\n".join(lines) + "\n")
+  plot(dest / f"{name}.png", metrics[0], points, baselines, scores, x, series, name)
+  return report
+
+
+def _status_lines(records: Sequence[dict]) -> list[str]:
+  ok = [r for r in records if r["status"] == "ok"]
+  failed = [r["config"] for r in records if r["status"] != "ok"]
+  hours = sum(float(r.get("seconds", 0)) for r in ok) / 3600
+  commits = sorted({str(r.get("commit", "unknown")) for r in ok})
+  lines = [
+    f"{len(ok)} configurations recorded ok ({hours:.2f} h of stage time), commit(s) "
+    + ", ".join(f"`{c}`" for c in commits)
+    + "."
+  ]
+  if failed:
+    lines.append(f"Failed (rerun the sweep to retry): {', '.join(failed)}.")
+  return [*lines, ""]
+
+
+def _point_table(metric, points, baselines, summaries, x, series) -> list[str]:
+  head = f"| {series or 'series'} | {x} | config | {metric} macro [95% CI] |"
+  lines = [f"## {metric}", "", head, "|---|---:|---|---|"]
+  for s, pts in points.items():
+    for xv, config in pts:
+      lines.append(f"| {s} | {xv} | {config} | {_fmt_ci(summaries[config])} |")
+  for config in baselines:
+    lines.append(f"| (baseline) | | {config} | {_fmt_ci(summaries[config])} |")
+  return [*lines, ""]
+
+
+def _paired_table(metric, points, scores, x, series) -> list[str]:
+  lines = [
+    f"Paired tests between adjacent {x} ({metric}, macro difference, paired t on queries):",
+    "",
+    f"| {series or 'series'} | A | B | A - B | 95% CI | p |",
+    "|---|---|---|---:|---|---:|",
+  ]
+  for s, pts in points.items():
+    for (_, b), (_, a) in zip(pts, pts[1:]):
+      lang = scores[a]["lang"]
+      d = paired_summary(scores[a]["per_query"][metric], scores[b]["per_query"][metric], lang)
+      lines.append(
+        f"| {s} | {a} | {b} | {d['diff']:+.1f} | [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}] | "
+        f"{d['p_value']:.3g} |"
+      )
+  return [*lines, ""]
+
+
+def _language_table(metric, points, baselines, scores, x, series) -> list[str]:
+  configs = [c for pts in points.values() for _, c in pts] + baselines
+  per = {c: point_summary(scores[c]["per_query"][metric], scores[c]["lang"]) for c in configs}
+  langs = sorted({k for s in per.values() for k in s["per_lang"]})
+  lines = [f"## {metric} per language", "", "| config | " + " | ".join(langs) + " | macro |"]
+  lines.append("|---|" + "---:|" * (len(langs) + 1))
+  for c in configs:
+    cells = [f"{per[c]['per_lang'].get(k, math.nan):.1f}" for k in langs]
+    lines.append(f"| {c} | " + " | ".join(cells) + f" | {per[c]['macro']:.1f} |")
+  return [*lines, ""]
+
+
+def plot(path, metric, points, baselines, scores, x, series, title) -> None:
+  """Macro ``metric`` against ``x``, one line per series value, 95% intervals as error bars;
+  baselines (configurations without ``x``, e.g. BM25) as dashed lines."""
+  import matplotlib  # noqa: PLC0415
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for s, pts in points.items():
+    sums = [point_summary(scores[c]["per_query"][metric], scores[c]["lang"]) for _, c in pts]
+    xs = [xv for xv, _ in pts]
+    ys = [v["macro"] for v in sums]
+    err = [[y - v["ci"][0] for y, v in zip(ys, sums)], [v["ci"][1] - y for y, v in zip(ys, sums)]]
+    label = f"{series} = {s}" if series else "macro"
+    ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, linewidth=2, label=label)
+  for c in baselines:
+    v = point_summary(scores[c]["per_query"][metric], scores[c]["lang"])["macro"]
+    ax.axhline(v, color="grey", linestyle="--", linewidth=1.2, label=c)
+  ax.set_xlabel(x)
+  ax.set_ylabel(f"{metric} (macro, %)")
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  tmp = path.with_name(f".{path.name}.tmp.png")
+  fig.savefig(tmp, dpi=120)
+  plt.close(fig)
+  tmp.replace(path)
+
+
+def report(
+  sweep_dir: pathlib.Path | None,
+  dest: pathlib.Path,
+  name: str,
+  x: str,
+  metrics: Sequence[str],
+  series: str,
+  queries: str,
+) -> pathlib.Path:
+  """collect (when the sweep folder is there) + render."""
+  if sweep_dir is not None and (sweep_dir / "results.jsonl").is_file():
+    if dest.resolve() != sweep_dir.resolve():
+      shutil.rmtree(dest / SCORES_DIR, ignore_errors=True)
+    collect(sweep_dir, dest, metrics, queries)
+  return render(dest, name, x, metrics, series)
