@@ -19,7 +19,7 @@ import sys
 
 from xtr_jax.evaluation.cli import compare_runs
 
-METRICS = ("Recall@20", "Recall@100", "MRR@10", "R@2kt", "R@5kt")
+METRICS = ("Recall@20", "Success@20", "Recall@100", "MRR@10", "R@2kt", "R@5kt")
 
 
 def _load(spec: str) -> tuple[str, dict]:
