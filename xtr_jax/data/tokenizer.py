@@ -1,4 +1,4 @@
-"""One tokenizer interface for every model: SentencePiece (mT5/XTR) and Hugging Face (XLM-R/E5).
+"""One tokenizer interface for every model: SentencePiece (mT5/XTR), Hugging Face (XLM-R/E5, mBERT).
 
 Both classes turn texts into ids with the model's own special tokens and share one surface:
 ``encode(texts, max_length, lowercase=False, role="passage")``, ``decode``, ``pad_id``,
@@ -7,7 +7,9 @@ rebuilds either from ``to_dict()`` output and checks the fingerprint, so an inde
 is never read with a vocabulary other than the one it was made with.
 
 Special tokens. SentencePiece: pieces + EOS (the XTR release's ``add_eos=True``). XLM-R:
-``<s> pieces </s>``. Truncation keeps the closing token and never exceeds ``max_length``.
+``<s> pieces </s>``; BERT's WordPiece (mBERT): ``[CLS] pieces [SEP]``. A tokenizer.json's
+opening, closing and padding tokens are whichever of the two families its vocabulary holds.
+Truncation keeps the closing token and never exceeds ``max_length``.
 
 Prefixes. ``role`` selects ``query_prefix`` or ``passage_prefix`` (E5 wants ``"query: "`` /
 ``"passage: "``; XTR none). They are not part of ``fingerprint``: the fingerprint names the
@@ -50,6 +52,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import contextlib
 import functools
 import hashlib
 import io
@@ -67,6 +70,9 @@ from xtr_jax.io import atomic_write_bytes, file_fingerprint
 ROLES = ("query", "passage")
 KINDS = ("sentencepiece", "hf")
 HF_FILE = "tokenizer.json"
+# (bos, eos, pad) of the tokenizer.json families this project reads: XLM-R/E5, BERT/mBERT.
+SPECIAL_FAMILIES = (("<s>", "</s>", "<pad>"), ("[CLS]", "[SEP]", "[PAD]"))
+WORDPIECE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # BERT's, in its order
 _PROBE = "Probe: ¿qué? 東京 Привет ١٢٣ e\u0301 ｶﾞ <s>"
 
 
@@ -427,7 +433,8 @@ def _single_map(normalization: Mapping[Any, Any]) -> dict[str, str]:
 
 
 class HFTokenizer:
-  """A ``tokenizers`` tokenizer (XLM-R unigram for E5) behind the common interface."""
+  """A ``tokenizers`` tokenizer (XLM-R unigram for E5, WordPiece for mBERT) behind the common
+  interface."""
 
   kind = "hf"
 
@@ -464,32 +471,65 @@ class HFTokenizer:
     path: str,
     *,
     vocab_size: int | None = None,
-    bos_token: str | None = "<s>",
-    eos_token: str = "</s>",
-    pad_token: str = "<pad>",
+    specials: tuple[str | None, str, str] | None = None,
     query_prefix: str = "",
     passage_prefix: str = "",
   ) -> HFTokenizer:
-    """Loads a tokenizer.json; any unreadable or unusable file is one ValueError naming it."""
+    """Loads a tokenizer.json; any unreadable or unusable file is one ValueError naming it.
+
+    ``specials`` (bos or None, eos, pad) defaults to the family of ``SPECIAL_FAMILIES`` the
+    vocabulary holds, so XLM-R's and mBERT's files load alike with nothing to configure.
+    """
     if not os.path.isfile(path):
       raise FileNotFoundError(f"tokenizer file not found: {path}")
-    try:
+    with _errors_naming(path):
       tok = _load_tokenizer_json(path)
-      ids = [
-        _token_id(tok, t) if t is not None else None for t in (bos_token, eos_token, pad_token)
-      ]
+      ids = [_token_id(tok, t) if t is not None else None for t in specials or _specials_of(tok)]
       out = cls(
         tok, bos_id=ids[0], eos_id=ids[1], pad_id=ids[2], query_prefix=query_prefix,
         passage_prefix=passage_prefix, path=path, vocab_size=vocab_size,
       )  # fmt: skip
       out._probe()
-    except (ValueError, FileNotFoundError) as e:
-      msg = _one_line(e)
-      raise ValueError(msg if path in msg else f"{path}: {msg}") from None
-    except BaseException as e:  # tokenizers raises bare Exception, Rust panics BaseException
-      if not isinstance(e, Exception) and type(e).__name__ != "PanicException":
-        raise
-      raise ValueError(f"{path}: unusable tokenizer ({_one_line(e)})") from None
+    return out
+
+  @classmethod
+  def from_wordpiece_vocab(
+    cls,
+    path: str,
+    *,
+    lowercase: bool | None = None,
+    strip_accents: bool | None = None,
+    chinese_chars: bool = True,
+    vocab_size: int | None = None,
+    query_prefix: str = "",
+    passage_prefix: str = "",
+  ) -> HFTokenizer:
+    """BERT's WordPiece tokenizer from a ``vocab.txt`` (one piece a line, id = line number).
+
+    For folders (Google's BERT releases, older mBERT copies) that ship no tokenizer.json. The
+    pipeline is transformers' ``BertTokenizerFast``: BertNormalizer (drop controls, spaces
+    around CJK ideographs if ``chinese_chars``, ``lowercase``; ``strip_accents=None`` follows
+    ``lowercase``), BertPreTokenizer (whitespace, punctuation), WordPiece (``##``
+    continuations, ``[UNK]``), ``[CLS] $A [SEP]``; the bracketed specials are added tokens,
+    never split. ``lowercase=None`` reads the casing off the vocabulary: a piece with capitals
+    means a cased model (mBERT cased keeps case and accents), none means an uncased one.
+    The result has no file; ``save`` / ``serialize`` give the tokenizer.json a checkpoint keeps.
+    """
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"WordPiece vocabulary not found: {path}")
+    with _errors_naming(path):
+      vocab = read_wordpiece_vocab(path)
+      missing = [t for t in WORDPIECE_SPECIALS[:4] if t not in vocab]
+      if missing:
+        raise ValueError(f"not a BERT vocabulary: no {' '.join(missing)} line")
+      if lowercase is None:
+        lowercase = not _is_cased(vocab)
+      tok = _wordpiece_tokenizer(vocab, lowercase, strip_accents, chinese_chars)
+      out = cls(
+        tok, bos_id=vocab["[CLS]"], eos_id=vocab["[SEP]"], pad_id=vocab["[PAD]"],
+        query_prefix=query_prefix, passage_prefix=passage_prefix, vocab_size=vocab_size,
+      )  # fmt: skip
+      out._probe()
     return out
 
   @classmethod
@@ -603,6 +643,100 @@ class HFTokenizer:
     dest = os.path.join(directory, self.to_dict()["file"])
     atomic_write_bytes(dest, self.tokenizer.to_str().encode("utf-8"))
     return dest
+
+
+@contextlib.contextmanager
+def _errors_naming(path: str):
+  """Any failure while reading ``path`` as one ValueError line naming it.
+
+  ``tokenizers`` raises bare Exception and, on some malformed files, Rust panics that are
+  BaseException; both become that ValueError rather than a traceback.
+  """
+  try:
+    yield
+  except (ValueError, FileNotFoundError) as e:
+    msg = _one_line(e)
+    raise ValueError(msg if path in msg else f"{path}: {msg}") from None
+  except BaseException as e:
+    if not isinstance(e, Exception) and type(e).__name__ != "PanicException":
+      raise
+    raise ValueError(f"{path}: unusable tokenizer ({_one_line(e)})") from None
+
+
+def _specials_of(tok) -> tuple[str, str, str]:
+  """(bos, eos, pad) of the ``SPECIAL_FAMILIES`` entry the vocabulary holds in full.
+
+  A vocabulary holding both is decided by the token its own template closes a text with.
+  """
+  found = [f for f in SPECIAL_FAMILIES if all(tok.token_to_id(t) is not None for t in f)]
+  if not found:
+    raise ValueError(
+      "no special tokens to open, close and pad texts: expected <s> </s> <pad> (XLM-R) "
+      "or [CLS] [SEP] [PAD] (BERT) in the vocabulary"
+    )
+  if len(found) > 1:
+    closing = (tok.encode("a", add_special_tokens=True).ids or [None])[-1]
+    found = [f for f in found if tok.token_to_id(f[1]) == closing] or found
+  return found[0]
+
+
+def read_wordpiece_vocab(path: str) -> dict[str, int]:
+  """``vocab.txt`` -> {piece: line number}, lines split as transformers' ``load_vocab`` does.
+
+  A repeated piece is refused: transformers would silently keep its last id and leave a hole
+  in the ids, so the embedding rows and the vocabulary would no longer line up.
+  """
+  try:
+    with open(path, encoding="utf-8") as f:
+      lines = [line.rstrip("\n") for line in f.readlines()]
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{path}: invalid UTF-8 at byte {e.start}") from None
+  vocab: dict[str, int] = {}
+  for i, piece in enumerate(lines):
+    if piece in vocab:
+      raise ValueError(
+        f"{path}: line {i + 1} repeats the piece {piece!r} of line {vocab[piece] + 1}"
+      )
+    vocab[piece] = i
+  if not vocab:
+    raise ValueError(f"{path}: empty vocabulary")
+  return vocab
+
+
+def _is_cased(vocab: Mapping[str, int]) -> bool:
+  """Whether any piece but the bracketed specials has a capital: then lower-casing is wrong."""
+  return any(p != p.lower() for p in vocab if not (p.startswith("[") and p.endswith("]")))
+
+
+def _wordpiece_tokenizer(
+  vocab: dict[str, int], lowercase: bool, strip_accents: bool | None, chinese_chars: bool
+):
+  """The ``tokenizers`` pipeline of ``BertTokenizerFast`` over ``vocab`` (see the caller)."""
+  from tokenizers import (  # noqa: PLC0415
+    AddedToken,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+  )
+
+  tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+  tok.normalizer = normalizers.BertNormalizer(
+    clean_text=True, handle_chinese_chars=chinese_chars, strip_accents=strip_accents,
+    lowercase=lowercase,
+  )  # fmt: skip
+  tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+  tok.decoder = decoders.WordPiece(prefix="##")
+  tok.post_processor = processors.TemplateProcessing(
+    single="[CLS]:0 $A:0 [SEP]:0",
+    pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+    special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+  )
+  specials = [t for t in WORDPIECE_SPECIALS if t in vocab]
+  tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+  return tok
 
 
 def _load_tokenizer_json(path: str):
@@ -719,7 +853,19 @@ def load_tokenizer(spec: Mapping[str, Any], base_dir: str | None = None) -> Text
     raise ValueError(
       f"{path}: tokenizer fingerprint {tok.fingerprint} does not match the recorded {want}"
     )
+  _check_recorded_ids(tok, spec, path)
   return tok
+
+
+def _check_recorded_ids(tok: TextTokenizer, spec: Mapping[str, Any], path: str) -> None:
+  """The special ids a spec records are the ones the file gives: an index or checkpoint made
+  with other ids (e.g. a file holding both XLM-R's and BERT's specials) is refused."""
+  for key in ("bos_id", "eos_id", "pad_id"):
+    if key in spec and spec[key] != getattr(tok, key, None):
+      raise ValueError(
+        f"{path}: the tokenizer gives {key}={getattr(tok, key, None)} but the spec records "
+        f"{spec[key]!r}"
+      )
 
 
 def _str_field(spec: Mapping[str, Any], key: str, path: str) -> str:
