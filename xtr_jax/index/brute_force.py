@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import mmap
+from collections.abc import Iterator
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,6 +69,61 @@ def _fold_top_k(top_ids, top_scores, sims: np.ndarray, start: int, k: int):
   ids = np.concatenate([top_ids, new_ids], 1)
   scores = np.concatenate([top_scores, new_scores], 1)
   return select_top_k(ids, scores, k)
+
+
+CHECK_CHUNK_BYTES = 1 << 24  # bytes read per step of the non-finite scan
+
+
+def _row_chunks(array, step: int) -> Iterator[tuple[int, np.ndarray]]:
+  """(first row, rows) blocks of ``array``; a whole memory-mapped .npy is read from its
+  file instead, so the scan does not leave every page of it mapped in this process."""
+  n = array.shape[0]
+  mapped = isinstance(array, np.memmap) and isinstance(array.base, mmap.mmap)
+  if not (mapped and array.flags.c_contiguous and array.filename):
+    for s in range(0, n, step):
+      yield s, np.asarray(array[s : s + step])
+    return
+  row_bytes = array.dtype.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
+  with open(array.filename, "rb") as f:
+    for s in range(0, n, step):
+      rows = min(step, n - s)
+      f.seek(array.offset + s * row_bytes)
+      buf = f.read(rows * row_bytes)
+      yield s, np.frombuffer(buf, array.dtype).reshape((-1, *array.shape[1:]))
+
+
+def _nonfinite_rows(block: np.ndarray) -> np.ndarray:
+  """bool [rows]: rows holding a NaN or Inf. float16 is tested on its exponent bits (all
+  ones = Inf/NaN), 4x faster than ``np.isfinite``, which converts each value first."""
+  if block.dtype.itemsize == 2:
+    bits = np.ascontiguousarray(block).view(block.dtype.str.replace("f", "u"))
+    mask = np.uint16(0x7C00)
+    return ((bits & mask) == mask).any(axis=1)
+  return ~np.isfinite(block).all(axis=1)
+
+
+def first_nonfinite_row(array, dtype=None, chunk_bytes: int = CHECK_CHUNK_BYTES) -> int | None:
+  """First-axis index of the first row of ``array`` with a NaN or Inf, None if there is none.
+
+  Why chunked: stored token vectors may be a memory map far larger than RAM, so the scan
+  holds ``chunk_bytes`` at a time. ``dtype``: test the values as they will be stored (a
+  float32 1e5 is finite, its float16 is Inf). Integer arrays have nothing to check.
+  """
+  arr = array if np.ndim(array) else np.reshape(array, (1,))
+  dtype = np.dtype(dtype or arr.dtype)
+  if dtype.kind != "f" or arr.dtype.kind not in "fiu":
+    return None
+  width = int(np.prod(arr.shape[1:], dtype=np.int64))
+  if arr.shape[0] == 0 or width == 0:
+    return None
+  step = max(1, chunk_bytes // (width * max(arr.dtype.itemsize, dtype.itemsize)))
+  for start, block in _row_chunks(arr, step):
+    with np.errstate(over="ignore"):  # an overflow to Inf is what is being looked for
+      block = np.asarray(block, dtype).reshape(block.shape[0], width)
+    bad = _nonfinite_rows(block)
+    if bad.any():
+      return start + int(np.argmax(bad))
+  return None
 
 
 class BruteForceSearcher:

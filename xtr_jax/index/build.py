@@ -13,11 +13,32 @@ import os
 import shutil
 import time
 
+import numpy as np
+
 from xtr_jax.data.tokenizer import TextTokenizer
+from xtr_jax.index.brute_force import first_nonfinite_row
 from xtr_jax.index.compact import CompactParams
 from xtr_jax.index.encode import EncodeParams, TokenEncoder, encode_corpus, load_shards
 from xtr_jax.index.scann_index import ScannParams
-from xtr_jax.index.store import ExtraVectors, build_index
+from xtr_jax.index.store import ExtraVectors, IndexFormatError, build_index
+
+
+def check_encoded_vectors(vectors: np.ndarray, work_dir: str, record: dict) -> None:
+  """Refuses NaN/Inf in the encoder's output, naming its shard file and row there.
+
+  Why before ``build_index`` (which checks too): a diverged checkpoint gives NaN vectors, and
+  the shard file (kept, since the build fails) is where to look, not the concatenated row.
+  """
+  row = first_nonfinite_row(vectors, np.float16)
+  if row is None:
+    return
+  first = 0
+  for s in record["shards"]:
+    if row < first + s["tokens"]:
+      path = os.path.join(work_dir, f"vectors_{s['index']:05d}.npy")
+      raise IndexFormatError(f"encoded shard {path}: row {row - first} has non-finite values")
+    first += s["tokens"]
+  raise IndexFormatError(f"encoded vectors in {work_dir}: row {row} has non-finite values")
 
 
 def build_from_corpus(
@@ -65,6 +86,7 @@ def build_from_corpus(
   )
   encode_seconds = time.time() - t0
   vectors, t2p, pids = load_shards(work, record)
+  check_encoded_vectors(vectors, work, record)
   logging.info("encoded %d passages into %d token vectors", len(pids), len(t2p))
   manifest = build_index(
     output,

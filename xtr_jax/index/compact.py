@@ -439,8 +439,9 @@ def build_segment(
 def load_segment(
   seg_dir: str, size: int, dim: int, nprobe: int, num_threads: int = 2
 ) -> CompactSearcher:
-  """A segment's searcher; each file's shape is checked against the manifest's numbers."""
-  from xtr_jax.index.store import IndexFormatError, load_npy  # noqa: PLC0415
+  """A segment's searcher; each file's shape is checked against the manifest's numbers, and
+  the float parts (centroids, codebooks) for NaN/Inf, which would score every token NaN."""
+  from xtr_jax.index.store import IndexFormatError, check_finite, load_npy  # noqa: PLC0415
 
   arrays = {}
   for name in ("centroids", "codebooks", "list_offsets", "codes"):
@@ -461,4 +462,6 @@ def load_segment(
       raise IndexFormatError(f"{os.path.join(seg_dir, name)}: shape {got}, expected {want}")
   if off[0] != 0 or off[-1] != size or (np.diff(off) < 0).any():
     raise IndexFormatError(f"{os.path.join(seg_dir, 'list_offsets.npy')}: not offsets of {size}")
+  for name, arr in (("centroids.npy", c), ("codebooks.npy", b)):
+    check_finite(arr, f"index {os.path.join(seg_dir, name)}")
   return CompactSearcher(c, b, off, codes, nprobe, num_threads)

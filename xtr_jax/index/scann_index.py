@@ -10,6 +10,7 @@ and no reordering. The notebook fixes ``num_leaves=min(2000, n)``; we use about 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import math
 import os
 import re
@@ -70,6 +71,18 @@ def _load_relocated(directory: str):
 
   text = re.sub(r'asset_path:\s*"([^"]*)"', reroot, text)
   return ops.ScannSearcher(ops.scann_pybind.ScannNumpy(root, text), None)
+
+
+def check_float_assets(directory: str) -> None:
+  """Refuses NaN/Inf in the searcher's float arrays (``dataset.npy`` of float32 reordering,
+  ``int8_multipliers.npy``, ``dp_norms.npy``): ScaNN loads them as they are and returns
+  NaN scores. Its centroids and AH codebooks are protobufs, trained on checked vectors."""
+  from xtr_jax.index.store import check_finite, load_npy  # noqa: PLC0415 (store imports us)
+
+  for path in sorted(glob.glob(os.path.join(directory, "*.npy"))):
+    array = load_npy(path, mmap=True)
+    if array.dtype.kind == "f":
+      check_finite(array, f"index {path}")
 
 
 def _reorder_type(dtype: str):
@@ -151,6 +164,7 @@ class ScannSearcher:
   def load(cls, directory: str, params: ScannParams, size: int) -> ScannSearcher:
     if not os.path.isdir(directory):
       raise FileNotFoundError(f"ScaNN searcher directory missing: {directory}")
+    check_float_assets(directory)
     searcher = _load_relocated(directory)
     if params.num_threads:
       searcher.set_num_threads(params.num_threads)

@@ -126,6 +126,8 @@ def _build_one(args: tuple[str, ShardInput, dict]) -> dict:
   if os.path.isfile(os.path.join(out, store.MANIFEST)):  # done by an earlier run
     return store.read_manifest(out)
   parts = [np.load(p, mmap_mode="r") for p in shard.vectors_paths]
+  for path, part in zip(shard.vectors_paths, parts):  # name the file, not the concatenation
+    store.check_finite(part, f"encoded shard {path}", np.float16)
   vectors = parts[0] if len(parts) == 1 else np.concatenate(parts)
   t2p = np.concatenate([np.load(p) for p in shard.token_to_passage_paths]) - shard.row_offset
   return store.build_index(out, vectors, t2p, list(shard.passage_ids), overwrite=True, **kwargs)
