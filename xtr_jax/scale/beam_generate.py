@@ -1,4 +1,7 @@
-"""xQG question generation as an Apache Beam pipeline: one mT5 per worker, sharded output.
+"""xQG question generation as an Apache Beam pipeline: one generator per worker, sharded output.
+
+The generator is an mT5 or a BERT2BERT checkpoint (``xqg.generate.load_generator`` picks the
+tokenizer each needs, as ``xtr-jax generate`` does), so the same command serves both.
 
 Why: the published xQG setting writes ~630M questions over 18M passages. Each worker loads
 the checkpoint once (``DoFn.setup``) and writes one ``questions_XXXXX.jsonl`` per corpus
@@ -6,7 +9,7 @@ shard (the ``xtr-jax generate`` record layout: ``{"docid", "generated_queries": 
 [...]}}``) atomically, then a ``done`` marker, so reruns skip finished shards. Sampling keys
 are ``fold_in(seed, passage row)``, so output does not depend on which worker ran a shard.
 
-  python -m xtr_jax.scale.beam_generate --corpus C.tsv --checkpoint MT5 --languages ja,ko \
+  python -m xtr_jax.scale.beam_generate --corpus C.tsv --checkpoint GEN --languages ja,ko \
     --output_dir OUT --shard_size 10000 -- --runner=DirectRunner --direct_num_workers=2
 """
 
@@ -35,23 +38,10 @@ class GenerateShardWork:
     self.generator = None
 
   def setup(self) -> None:
-    from xtr_jax.checkpoints.orbax_io import load_checkpoint  # noqa: PLC0415
-    from xtr_jax.data.tokenizer import Tokenizer  # noqa: PLC0415
-    from xtr_jax.xqg.generate import (  # noqa: PLC0415
-      DecodeSettings,
-      QuestionGenerator,
-      resolve_language_tags,
-    )
+    from xtr_jax.xqg.generate import DecodeSettings, load_generator  # noqa: PLC0415
 
-    ckpt = load_checkpoint(self.checkpoint)
-    if ckpt.model_kind != "mt5":
-      raise ValueError(f"{self.checkpoint}: model_kind={ckpt.model_kind!r}; need 'mt5'")
-    vocab = self.vocabulary or (ckpt.extra or {}).get("vocabulary")
-    tok = Tokenizer(vocab, ckpt.config.vocab_size, ckpt.config.eos_token_id)
     settings = self.settings or DecodeSettings()
-    settings = resolve_language_tags(settings, self.checkpoint)  # as ``xtr-jax generate``
-    self.generator = QuestionGenerator(ckpt.params, ckpt.config, tok, settings)
-    self.fingerprint = ckpt.fingerprint
+    self.generator, self.fingerprint = load_generator(self.checkpoint, settings, self.vocabulary)
 
   def process(self, spec: shards.ShardSpec):
     import jax  # noqa: PLC0415

@@ -21,13 +21,12 @@ from xtr_jax.gin_utils import bound_config_fields, parse_args_with_gin
 from xtr_jax.models import decoding
 from xtr_jax.models import xtr as _xtr  # noqa: F401 (gin: registered before flags lock it)
 from xtr_jax.xqg.generate import (
+  GENERATOR_KINDS,
   DecodeSettings,
   QuestionGenerator,
   generate_corpus,
   resolve_language_tags,
 )
-
-GENERATOR_KINDS = ("mt5", "bert2bert")
 
 
 def main(argv: list[str]) -> int:

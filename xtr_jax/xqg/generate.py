@@ -41,6 +41,7 @@ from xtr_jax.models import bert2bert, decoding
 from xtr_jax.xqg import language_tags
 
 PROGRESS_SUFFIX = ".progress.json"
+GENERATOR_KINDS = ("mt5", "bert2bert")  # checkpoint model_kinds QuestionGenerator decodes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +181,36 @@ class QuestionGenerator:
       ids = bert2bert.to_token_ids(self.config, np.asarray(ids)).tolist()
     unk = _unk_id(self.tokenizer)
     return self.tokenizer.decode([i if i < self.sp_size else unk for i in ids])
+
+
+def check_generator_kind(model_kind: str, checkpoint_dir: str) -> None:
+  """One-line ValueError unless ``model_kind`` is an encoder-decoder this module decodes."""
+  if model_kind not in GENERATOR_KINDS:
+    raise ValueError(
+      f"{checkpoint_dir}: model_kind={model_kind!r}; generation needs an encoder-decoder "
+      f"checkpoint ({', '.join(GENERATOR_KINDS)})"
+    )
+
+
+def load_generator(
+  checkpoint_dir: str, settings: DecodeSettings, vocabulary: str | None = None
+) -> tuple[QuestionGenerator, str]:
+  """(generator, checkpoint fingerprint) for an mT5 or BERT2BERT checkpoint.
+
+  Why one loader: the tokenizer differs by kind (a SentencePiece vocabulary for mT5, the
+  checkpoint's own ``tokenizer.json`` for BERT2BERT), and ``tokenizer_for`` is what picks
+  it; entry points that built a SentencePiece tokenizer themselves refused BERT2BERT.
+  ``language_tags='auto'`` is resolved from the checkpoint's metadata, as the CLI does.
+  """
+  from xtr_jax.checkpoints.orbax_io import load_checkpoint  # noqa: PLC0415
+  from xtr_jax.checkpoints.tokenizers import tokenizer_for  # noqa: PLC0415
+
+  ckpt = load_checkpoint(checkpoint_dir)
+  check_generator_kind(ckpt.model_kind, checkpoint_dir)
+  tokenizer = tokenizer_for(checkpoint_dir, ckpt.extra, ckpt.config, vocabulary)
+  settings = resolve_language_tags(settings, checkpoint_dir)
+  generator = QuestionGenerator(ckpt.params, ckpt.config, tokenizer, settings)
+  return generator, ckpt.fingerprint
 
 
 # ------------------------------------------------------------------------ resumable output
