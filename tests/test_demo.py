@@ -6,11 +6,14 @@ tests/test_backbones.py.
 """
 
 import json
+import re
 
 import pytest
 
 from xtr_jax.checkpoints.embedded import CACHE_ENV
+from xtr_jax.evaluation import significance
 from xtr_jax.experiments import demo, sample_data
+from xtr_jax.xqg import script_share
 
 
 def _lines(path):
@@ -43,16 +46,59 @@ def _check_common(out, names):
   for name in names:
     ev = json.loads((out / f"eval_{name}.json").read_text())
     assert bool(ev["comparison"]) == (name != "plain")  # every other index vs the plain one
+  _check_summary_counts(out, summary, len(dev_ids), len(corpus_rows), len(generated))
+  # Paired tests: every pair of systems, each of the three metrics.
+  pairs = len(names) * (len(names) - 1) // 2
+  assert (
+    len(re.findall(r"^\| \S+ \| \S+ \| (Recall@20|MRR@10|R@2kt) \| \d+ \|", summary, re.M))
+    == 3 * pairs
+  )
+  assert "| +xQG | plain | MRR@10 |" in summary
+  _check_script_warning(out, summary)
   return manifests, summary
 
 
+def _check_summary_counts(out, summary, n_dev, n_passages, n_generated):
+  """Counts of the data, steps of each trained model (as logged by its run)."""
+  assert f"Data: {n_passages} passages" in summary
+  n_pairs = sum(len(_lines(p)) for p in (out / "data/swim_ir/cross_lingual").glob("*.jsonl"))
+  n_questions = n_generated * len(sample_data.LANGUAGES)
+  assert f"| **all** | {n_dev} | {n_pairs} | {n_questions} |" in summary
+  assert f"mean over the {n_dev} dev queries" in summary
+  steps = demo.SCALES["smoke"].xqg_steps
+  assert re.search(
+    rf"^\| xQG generator \(from scratch\) \| {steps} \| \d+\.\d+ \| \d", summary, re.M
+  )
+
+
+def _check_script_warning(out, summary):
+  """The warning line is there exactly when a language is below 80% in its script."""
+  shares = script_share.shares(demo._generated_pairs(out / "generated.jsonl"))
+  low = [c for c, (a, n) in shares.items() if a / n < demo.SCRIPT_SHARE_FLOOR]
+  assert ("WARNING: xQG questions" in summary) == bool(low)
+  if low:
+    warning = next(x for x in summary.splitlines() if x.startswith("WARNING"))
+    assert all(f" {c} " in warning for c in low)
+
+
 def _check_resumes(out, argv, capsys):
-  """A second run finds every artefact and skips the expensive stages."""
+  """A second run skips every stage but evaluate, showing the seconds of the first run."""
+  first = json.loads((out / "demo.json").read_text())["timings"]
   assert demo.main(argv) == 0
   again = capsys.readouterr().out
-  for stage in ("[2/8]", "[3/8]", "[4/8]", "[5/8]"):
-    line = next(x for x in again.splitlines() if x.startswith(stage))
-    assert "skipping" in line
+  for stage in range(1, 8):
+    line = next(x for x in again.splitlines() if x.startswith(f"[{stage}/8]"))
+    assert "skipping; took " in line and line.endswith(" s when it ran)"), line
+  assert "(running)" in next(x for x in again.splitlines() if x.startswith("[8/8]"))
+  kept = json.loads((out / "demo.json").read_text())["timings"]
+  assert {k: v for k, v in kept.items() if k != "evaluate"} == {
+    k: v for k, v in first.items() if k != "evaluate"
+  }
+  summary = (out / "summary.md").read_text("utf-8")
+  for key, seconds in first.items():
+    if key != "evaluate":
+      assert f"| {key} | {seconds:.1f} | skipped (seconds of the run that did it) |" in summary
+  assert re.search(r"^\| evaluate \| [\d.]+ \| ran \|$", summary, re.M)
 
 
 def test_demo_me5_runs_end_to_end_and_resumes(tmp_path, capsys, monkeypatch):
@@ -134,3 +180,70 @@ def test_summary_tables_put_each_system_in_its_row_and_columns():
   langs = demo.summary_table({"0-shot": zero["metrics"], "": plain["metrics"]}, ["Recall@20"])
   assert langs.splitlines()[0] == "| lang | Recall@20 0-shot | Recall@20 |"
   assert "| ar | 90.0 | 92.0 |" in langs and "| **macro** | 90.5 | 92.5 |" in langs
+
+
+def test_script_share_warning_names_the_languages_below_80_percent():
+  assert demo.script_share_warning({"ar": (80, 100), "fi": (100, 100)}) is None
+  warning = demo.script_share_warning({"ar": (79, 100), "ja": (30, 240), "ko": (0, 0)})
+  assert warning.startswith("WARNING: ") and "\n" not in warning
+  assert "ar 79.0% (Arabic)" in warning and "ja 12.5% (Han/Kana)" in warning
+  assert " ko " not in warning  # no questions: nothing to judge
+
+
+def test_state_keeps_the_seconds_of_the_run_that_did_each_stage(tmp_path, capsys):
+  state = demo.DemoState.open(tmp_path, "me5", "sample")
+  state.stage(2, "vocab", ["vocab"], False)
+  with state.timed("vocab"):
+    pass
+  state.timings["vocab"] = 7.5  # as if it took a while
+  state.save()
+  assert "[2/8] vocab (running)" in capsys.readouterr().out
+
+  again = demo.DemoState.open(tmp_path, "me5", "sample")
+  again.stage(2, "vocab", ["vocab"], True)
+  again.stage(3, "train", ["init_projection", "train_xtr"], True)  # never recorded
+  printed = capsys.readouterr().out
+  assert "[2/8] vocab (done already, skipping; took 7.5 s when it ran)" in printed
+  assert "[3/8] train (done already, skipping; its time was not recorded)" in printed
+  table = again.timing_table()
+  assert "| vocab | 7.5 | skipped (seconds of the run that did it) |" in table
+  assert "| train_xtr | - | skipped |" in table and "| **all stages** | - | |" in table
+  with pytest.raises(SystemExit, match="--retriever me5 --data sample"):
+    demo.DemoState.open(tmp_path, "scratch", "sample")
+
+
+def test_state_reads_a_folder_from_before_the_timings(tmp_path):
+  (tmp_path / "demo.json").write_text('{"retriever": "scratch", "data": "sample"}\n')
+  state = demo.DemoState.open(tmp_path, "scratch", "sample")
+  assert state.timings == {} and state.recorded(["vocab"]) is None
+  assert json.loads((tmp_path / "demo.json").read_text())["retriever"] == "scratch"
+
+
+def test_paired_tests_table_reuses_the_projects_paired_test_for_every_pair():
+  def ev(scores):
+    per_query = {f"q{i}": s for i, s in enumerate(scores)}
+    return {"metrics": {"MRR@10": {"per_query": per_query}}}
+
+  a, b, c = [0.0, 0.5, 1.0, 1.0], [0.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 0.5]
+  named = [("zero", ev(a)), ("plain", ev(b)), ("xqg", ev(c))]
+  rows = demo.paired_tests_table(named, ["MRR@10"]).splitlines()[2:]
+  assert [r.split(" | ")[:2] for r in rows] == [
+    ["| plain", "zero"],
+    ["| xqg", "zero"],
+    ["| xqg", "plain"],
+  ]
+  expected = significance.compare(dict(enumerate(c)), dict(enumerate(b)))
+  assert rows[2].startswith(
+    f"| xqg | plain | MRR@10 | 4 | 87.5 | 75.0 | {100 * expected.diff:+.1f} |"
+  )
+  assert f"| {expected.p_value:.2g} |" in rows[2]
+
+
+def test_sample_data_command_writes_a_small_sample(tmp_path, capsys):
+  out = tmp_path / "sample"
+  assert sample_data.main(["--output", str(out), "--num_towns", "2"]) == 0
+  assert "2 invented towns, 4 English passages" in capsys.readouterr().out
+  assert len(_lines(out / "corpus.tsv")) == 5 and _lines(out / "xor" / "dev.qrels")
+  with pytest.raises(SystemExit) as exit_info:
+    sample_data.main(["--output", str(out), "--num_towns", "0"])
+  assert exit_info.value.code == 2

@@ -45,6 +45,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
   "bm25": ("xtr_jax.experiments.bm25:main", "BM25 baseline: queries x corpus -> TREC run."),
   "sweep": ("xtr_jax.experiments.sweep:main", "Run a gin sweep end to end."),
   "demo": ("xtr_jax.experiments.demo:main", "The whole pipeline on the shipped sample."),
+  "sample-data": (
+    "xtr_jax.experiments.sample_data:main",
+    "Write the synthetic sample (corpus, queries, qrels, pairs).",
+  ),
 }
 
 USAGE_EXIT = 2

@@ -1,7 +1,8 @@
 """``xtr-jax demo``: the whole XTR + xQG pipeline in one command.
 
 Stages (each prints progress, each leaves its artefacts in ``--output_dir`` and is skipped
-when its output already exists, so an interrupted demo resumes where it stopped):
+when its output already exists, so an interrupted demo resumes where it stopped; ``demo.json``
+keeps the seconds of each stage from the run that did it, shown again when it is skipped):
 
   1 data        the shipped synthetic sample (or ../shared/data with --data shared)
   2 vocab       a SentencePiece vocabulary trained on the data (for the xQG generator)
@@ -20,19 +21,30 @@ when its output already exists, so an interrupted demo resumes where it stopped)
   7 search      dev queries against each (xtr-jax search)
   8 evaluate    per-language Recall/MRR/nDCG/R@kt, each index paired against the plain one
 
+``summary.md`` then holds the systems table, the counts (passages, dev queries, training
+pairs, generated questions), each model's training steps and seconds, paired tests between
+every two systems, the per-language table, the xQG script share (a language below 80% in its
+script is flagged) and the stage seconds.
+
 Every stage runs the same subcommand a user would run; the demo only chooses flags.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
+import glob
+import itertools
 import json
-import os
 import pathlib
 import sys
 import time
+from collections.abc import Iterator
+from typing import NamedTuple
 
 from xtr_jax import cli
+from xtr_jax import io as xio
 from xtr_jax.cli import ArgumentParser
 from xtr_jax.xqg import script_share
 
@@ -111,6 +123,17 @@ RETRIEVERS = ("me5", "scratch")
 EMBEDDED_BACKBONE = "me5-small"  # xtr_jax/checkpoints/embedded.py
 # Tag slots past the SentencePiece vocabulary for the xQG language tags (>= NUM_TAGS = 37).
 TAG_SLOTS = 64
+TOTAL_STAGES = 8
+STATE_FILE = "demo.json"
+# Below this share of questions in their language's script the generator is mostly writing
+# other scripts (the sample's Japanese once held 12.5%): flagged in the output and summary.
+SCRIPT_SHARE_FLOOR = 0.8
+METRICS = ["Recall@20", "MRR@10", "R@2kt"]
+ZERO_SHOT_NOTE = (
+  f"{EMBEDDED_BACKBONE} zero-shot: XTR scoring over the backbone's raw 384-d token states "
+  f"(`xtr-jax index --checkpoint {EMBEDDED_BACKBONE} --pooling token`, no projection, exact "
+  "brute-force token search), the states the fine-tune starts from."
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,33 +251,226 @@ class System:
 
   name: str  # file stem: index_{name}/, run_{name}.trec, eval_{name}.{md,json}
   label: str  # its row in summary.md
+  short: str  # its name in the per-language and paired-test tables
   checkpoint: str
   index_args: tuple[str, ...] = ()
 
 
-def _check_output_dir(out: pathlib.Path, retriever: str, data: str) -> None:
-  """Refuses a folder made with another --retriever/--data, whose artefacts (indexes, runs)
-  would otherwise be taken as this run's by the skip-if-present resumption."""
-  marker = out / "demo.json"
-  want = {"retriever": retriever, "data": data}
-  if marker.is_file():
-    have = json.loads(marker.read_text(encoding="utf-8"))
-  elif (out / "xtr" / "final").exists():  # written before the marker existed: scratch XTR
-    have = {"retriever": "scratch", "data": data}
-  else:
-    have = want
-  if have != want:
-    raise SystemExit(
-      f"demo: {out} holds a run with --retriever {have['retriever']} --data {have['data']}; "
-      f"use another --output_dir for --retriever {retriever} --data {data}"
-    )
-  marker.write_text(json.dumps(want) + "\n", encoding="utf-8")
+# ----------------------------------------------------------------------------- state
 
 
-def _stage(number: int, total: int, name: str, done: bool) -> float:
-  state = "done already, skipping" if done else "running"
-  _say(f"\n[{number}/{total}] {name} ({state})")
-  return time.time()
+class DemoState:
+  """The folder's ``demo.json``: which --retriever/--data it holds and what each unit cost.
+
+  The marker keeps a folder made with another --retriever/--data from having its artefacts
+  (indexes, runs) taken as this run's by the skip-if-present resumption. The seconds of each
+  unit of work (a training run, an index) are recorded when it runs, so a rerun that skips it
+  still reports what it cost, instead of the zero seconds of a skip.
+  """
+
+  def __init__(self, path: pathlib.Path, config: dict[str, str], timings: dict[str, float]):
+    self.path, self.config, self.timings = path, config, timings
+    self.ran: set[str] = set()  # units that ran in this process
+    self.order: list[str] = []  # units in pipeline order, as the stages announce them
+
+  @classmethod
+  def open(cls, out: pathlib.Path, retriever: str, data: str) -> DemoState:
+    """Loads (or starts) the state of ``out``; refuses a folder of another retriever/data."""
+    path = out / STATE_FILE
+    want = {"retriever": retriever, "data": data}
+    stored = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if stored:
+      have = {key: stored.get(key) for key in want}
+    elif (out / "xtr" / "final").exists():  # written before the marker existed: scratch XTR
+      have = {"retriever": "scratch", "data": data}
+    else:
+      have = want
+    if have != want:
+      raise SystemExit(
+        f"demo: {out} holds a run with --retriever {have['retriever']} --data {have['data']}; "
+        f"use another --output_dir for --retriever {retriever} --data {data}"
+      )
+    state = cls(path, want, dict(stored.get("timings", {})))
+    state.save()
+    return state
+
+  def save(self) -> None:
+    """Written after every unit, so an interrupted demo keeps the seconds of what finished."""
+    payload = {**self.config, "timings": self.timings}
+    xio.atomic_write_text(self.path, json.dumps(payload, indent=1, sort_keys=True) + "\n")
+
+  @contextlib.contextmanager
+  def timed(self, key: str) -> Iterator[None]:
+    """Times one unit of work; recorded only when it completes."""
+    start = time.time()
+    yield
+    self.timings[key] = round(time.time() - start, 1)
+    self.ran.add(key)
+    self.save()
+
+  def recorded(self, keys: list[str]) -> float | None:
+    """Seconds of these units as recorded when they ran; None when one was never recorded."""
+    values = [self.timings.get(key) for key in keys]
+    return None if None in values else round(sum(values), 1)
+
+  def stage(self, number: int, name: str, keys: list[str], done: bool) -> None:
+    """Announces a stage; a skipped one shows the seconds it took when it ran."""
+    self.order += [key for key in keys if key not in self.order]
+    seconds = self.recorded(keys)
+    took = "its time was not recorded" if seconds is None else f"took {seconds:.1f} s when it ran"
+    state = f"done already, skipping; {took}" if done else "running"
+    _say(f"\n[{number}/{TOTAL_STAGES}] {name} ({state})")
+
+  def timing_table(self) -> str:
+    """Markdown: every unit's seconds and whether this run did it or reused an earlier run's."""
+    rows = ["| stage | seconds | this run |", "|---|---:|---|"]
+    for key in self.order:
+      seconds = self.timings.get(key)
+      if key in self.ran:
+        what = "ran"
+      else:
+        what = "skipped (seconds of the run that did it)" if seconds is not None else "skipped"
+      rows.append(f"| {key} | {_fmt(seconds)} | {what} |")
+    total = self.recorded(self.order)
+    rows.append(f"| **all stages** | {_fmt(total)} | |")
+    return "\n".join(rows)
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def _stage_data(state: DemoState, args, scale: Scale, out: pathlib.Path) -> Paths:
+  """The sample is written once; --data shared is only checked, every run."""
+  done = args.data == "sample" and (out / "data" / "README.md").is_file()
+  state.stage(1, f"data ({args.data})", ["data"], done)
+  with contextlib.nullcontext() if done else state.timed("data"):
+    return _data(args, scale, out)
+
+
+def _stage_vocab(state: DemoState, scale: Scale, paths: Paths, out: pathlib.Path) -> str:
+  vocab = out / "vocab" / "spm.model"
+  state.stage(2, "SentencePiece vocabulary", ["vocab"], vocab.exists())
+  if not vocab.exists():
+    argv = ["train-vocab", "--output", str(out / "vocab" / "spm")]
+    argv += ["--vocab_size", str(scale.vocab_size), "--corpus", paths.corpus]
+    argv += ["--swim_ir_dir", str(pathlib.Path(paths.pairs_glob).parent)]
+    with state.timed("vocab"):
+      _run(argv)
+  return str(vocab)
+
+
+def _stage_train_me5(
+  state: DemoState, scale: Scale, paths: Paths, out: pathlib.Path, steps: int
+) -> None:
+  """mE5-small + a PCA projection (xtr_init/), then the brief XTR fine-tune (xtr/)."""
+  init_dir, xtr_dir = out / "xtr_init", out / "xtr"
+  final = xtr_dir / "final"
+  what = f"XTR retriever: fine-tune {EMBEDDED_BACKBONE} ({steps} steps)"
+  state.stage(3, what, ["init_projection", "train_xtr"], final.exists())
+  if final.exists():
+    return
+  if not init_dir.exists():  # written atomically: present means complete
+    argv_init = ["init-projection", "--checkpoint", EMBEDDED_BACKBONE, "--output"]
+    argv_init += [str(init_dir), "--pairs", paths.pairs_glob]
+    with state.timed("init_projection"):
+      _run(argv_init + ["--sample_texts", str(scale.sample_texts)])
+  argv_train = ["train", "--gin_file", "runs/train_xtr_me5_demo.gin"]
+  argv_train += ["--model_dir", str(xtr_dir)]
+  with state.timed("train_xtr"):
+    _run(argv_train + _me5_train_bindings(paths, init_dir, scale, steps))
+
+
+def _stage_train(
+  state: DemoState,
+  number: int,
+  kind: str,
+  model_dir: pathlib.Path,
+  gin_file: str,
+  steps: int,
+  extra: list[str],
+) -> None:
+  """A from-scratch model (the xQG generator; the scratch XTR) in ``model_dir``."""
+  final = model_dir / "final"
+  key = f"train_{model_dir.name}"
+  state.stage(number, f"train the {kind} ({steps} steps)", [key], final.exists())
+  if not final.exists():
+    argv = ["train", "--gin_file", gin_file, "--model_dir", str(model_dir), *extra]
+    with state.timed(key):
+      _run(argv)
+
+
+def _stage_generate(state: DemoState, scale: Scale, paths: Paths, out: pathlib.Path) -> None:
+  generated, marker = out / "generated.jsonl", out / "generated.done"
+  what = "every passage" if scale.generate_passages is None else "sampled passages"
+  state.stage(5, f"generate questions with xQG ({what})", ["generate"], marker.exists())
+  if marker.exists():
+    return
+  with state.timed("generate"):
+    gen_corpus = paths.corpus
+    if scale.generate_passages is not None:
+      gen_corpus = str(out / "generate_corpus.tsv")
+      n = sample_corpus(paths.corpus, pathlib.Path(gen_corpus), scale.generate_passages)
+      _say(f"    {n} passages sampled (seed 0) from {paths.corpus} -> {gen_corpus}")
+    argv = ["generate", "--checkpoint", str(out / "xqg" / "final"), "--corpus", gen_corpus]
+    argv += ["--output", str(generated), "--languages", ",".join(paths.generate_languages)]
+    argv += ["--num_questions", str(scale.num_questions), "--strategy", scale.strategy]
+    argv += ["--max_decode_length", "32", "--max_input_length", "128", "--batch_size", "16"]
+    _run(argv)
+  marker.write_text("ok\n")
+
+
+def _stage_index(state: DemoState, systems: list[System], paths: Paths, out: pathlib.Path) -> None:
+  todo = [s for s in systems if not (out / f"index_{s.name}" / "manifest.json").exists()]
+  what = "the plain and the augmented token index"
+  what += " + zero-shot mE5" if any(s.name == "me5_zeroshot" for s in systems) else ""
+  state.stage(6, f"build {what}", [f"index_{s.name}" for s in systems], not todo)
+  for system in systems:
+    index_dir = out / f"index_{system.name}"
+    if system not in todo:
+      _say(f"    {system.name}: exists")
+      continue
+    argv = ["index", "--checkpoint", system.checkpoint, "--corpus", paths.corpus]
+    with state.timed(f"index_{system.name}"):
+      _run(argv + ["--output", str(index_dir), *system.index_args])
+
+
+def _stage_search(
+  state: DemoState, systems: list[System], paths: Paths, out: pathlib.Path
+) -> dict[str, pathlib.Path]:
+  runs = {s.name: out / f"run_{s.name}.trec" for s in systems}
+  keys = [f"search_{s.name}" for s in systems]
+  state.stage(7, "search the dev queries", keys, all(p.exists() for p in runs.values()))
+  for system in systems:
+    if not runs[system.name].exists():
+      argv = ["search", "--index", str(out / f"index_{system.name}"), "--queries", paths.dev]
+      with state.timed(f"search_{system.name}"):
+        _run(argv + ["--output", str(runs[system.name]), "--k", "100"])
+  return runs
+
+
+def _stage_evaluate(
+  state: DemoState,
+  systems: list[System],
+  runs: dict[str, pathlib.Path],
+  paths: Paths,
+  out: pathlib.Path,
+) -> dict[str, dict]:
+  """Always reruns (seconds): its JSON is what summary.md is made from."""
+  state.stage(8, "evaluate", ["evaluate"], False)
+  evals = {}
+  with state.timed("evaluate"):
+    for system in systems:
+      prefix = out / f"eval_{system.name}"
+      argv = ["evaluate", "--run", str(runs[system.name]), "--queries", paths.dev]
+      argv += ["--qrels", paths.qrels, "--corpus", paths.corpus, "--output", str(prefix)]
+      if system.name != "plain":  # paired against the plain index
+        argv += ["--compare", str(runs["plain"])]
+      _run(argv)
+      evals[system.name] = _read_eval(f"{prefix}.json")
+  return evals
+
+
+# ----------------------------------------------------------------------------- summary
 
 
 def _generated_pairs(path: pathlib.Path):
@@ -263,6 +479,27 @@ def _generated_pairs(path: pathlib.Path):
     for line in f:
       for code, qs in json.loads(line)["generated_queries"].items():
         yield from ((code, q) for q in qs)
+
+
+def script_share_warning(
+  share: dict[str, tuple[int, int]], floor: float = SCRIPT_SHARE_FLOOR
+) -> str | None:
+  """One line naming the languages whose questions are in their script less than ``floor``.
+
+  A warning, not a failure: the demo still measures the augmentation, but for those languages
+  it mostly adds tokens of other scripts, which says more about the generator than about xQG.
+  """
+  low = [
+    f"{code} {a / n:.1%} ({'/'.join(sorted(script_share.EXPECTED[code]))})"
+    for code, (a, n) in share.items()
+    if n and a / n < floor
+  ]
+  if not low:
+    return None
+  return (
+    f"WARNING: xQG questions in their language's script below {floor:.0%} for "
+    f"{', '.join(low)}; the augmentation adds mostly other-script tokens there"
+  )
 
 
 def _read_eval(path: str) -> dict:
@@ -312,7 +549,145 @@ def systems_table(rows: list[tuple[str, dict]], metrics: list[str]) -> str:
   return "\n".join(out)
 
 
-def main(argv: list[str] | None = None) -> int:
+def paired_tests_table(named: list[tuple[str, dict]], metrics: list[str]) -> str:
+  """Every pair of systems, per metric: the project's paired t-test and bootstrap CI.
+
+  ``named``: (short name, evaluate JSON) in pipeline order; each later system is A against
+  each earlier one as B. The scores are ``evaluate``'s per-query ones, compared by
+  ``xtr_jax.evaluation.cli.compare_runs`` exactly as ``xtr-jax evaluate --compare`` does.
+  """
+  rows = ["| A | B | metric | n | A | B | A − B | t | p (paired t-test) | 95% bootstrap CI |"]
+  rows.append("|---|---|---|---:|---:|---:|---:|---:|---:|---|")
+  from xtr_jax.evaluation import cli as evaluation_cli  # noqa: PLC0415  (scipy, NLTK)
+
+  pick = lambda ev: {m: ev["metrics"][m] for m in metrics}
+  for (b_name, b), (a_name, a) in itertools.combinations(named, 2):
+    paired = evaluation_cli.compare_runs(pick(a), pick(b), samples=10_000, confidence=0.95, seed=0)
+    for m, c in paired.items():
+      rows.append(
+        f"| {a_name} | {b_name} | {m} | {c['n']} | {c['mean_a']:.1f} | {c['mean_b']:.1f} | "
+        f"{c['diff']:+.1f} | {c['t']:.2f} | {c['p_value']:.2g} | "
+        f"[{c['ci_low']:+.1f}, {c['ci_high']:+.1f}] |"
+      )
+  return "\n".join(rows)
+
+
+def _count_lines(path: pathlib.Path) -> int:
+  with open(path, encoding="utf-8") as f:
+    return sum(1 for line in f if line.strip())
+
+
+class Counts(NamedTuple):
+  passages: int
+  queries: int  # dev queries
+  table: str  # per language: dev queries, training pairs, generated questions
+
+
+def data_counts(paths: Paths, generated: dict[str, tuple[int, int]]) -> Counts:
+  """What the numbers rest on: passages, and per language the dev queries, the training pairs
+  (the SWIM-IR-layout files both models train on) and the generated questions."""
+  from xtr_jax.data import formats  # noqa: PLC0415
+
+  passages = sum(1 for _ in formats.read_corpus(paths.corpus))
+  queries = collections.Counter(q.lang for q in formats.iter_queries(paths.dev))
+  pairs = {p.stem: _count_lines(p) for p in map(pathlib.Path, glob.glob(paths.pairs_glob))}
+  questions = {code: n for code, (_, n) in generated.items()}
+  rows = ["| lang | dev queries | training pairs | generated questions |", "|---|---:|---:|---:|"]
+  for lang in sorted(set(queries) | set(pairs) | set(questions)):
+    cells = [queries.get(lang, 0), pairs.get(lang, 0), questions.get(lang, 0)]
+    rows.append(f"| {lang} | " + " | ".join(map(str, cells)) + " |")
+  totals = [sum(queries.values()), sum(pairs.values()), sum(questions.values())]
+  rows.append("| **all** | " + " | ".join(map(str, totals)) + " |")
+  return Counts(passages, totals[0], "\n".join(rows))
+
+
+class Trained(NamedTuple):
+  """A model the demo trains: a row of the training table."""
+
+  what: str
+  model_dir: pathlib.Path
+  steps: int  # asked for; the table shows the steps the run logged
+  keys: list[str]  # DemoState keys of its training time
+
+
+def trained_steps(model_dir: pathlib.Path) -> tuple[int, float] | None:
+  """(last step, its training loss) from the trainer's metrics.jsonl; None without one.
+
+  Read from the run rather than the flags: a resumed demo reuses a model trained earlier,
+  perhaps with other --xtr_steps/--xqg_steps.
+  """
+  log = model_dir / "metrics.jsonl"
+  if not log.is_file():
+    return None
+  last = None
+  for line in log.read_text(encoding="utf-8").splitlines():
+    row = json.loads(line)
+    if row.get("split") == "train" and (last is None or row["step"] >= last["step"]):
+      last = row
+  return None if last is None else (int(last["step"]), float(last["loss"]))
+
+
+def training_table(models: list[Trained], state: DemoState) -> str:
+  """Markdown: each trained model's steps (as run), final training loss and seconds."""
+  rows = ["| model | steps | final training loss | seconds |", "|---|---:|---:|---:|"]
+  for model in models:
+    steps, loss = trained_steps(model.model_dir) or (model.steps, None)
+    loss_txt = "-" if loss is None else f"{loss:.3f}"
+    rows.append(f"| {model.what} | {steps} | {loss_txt} | {_fmt(state.recorded(model.keys))} |")
+  return "\n".join(rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+  """What the summary reports, gathered once the stages are done."""
+
+  title: str
+  systems: list[System]
+  evals: dict[str, dict]
+  counts: Counts
+  training: str  # training_table
+  share: str  # script_share.share_table
+  warning: str | None  # script_share_warning
+  xqg_note: str
+  zero_shot_note: str
+
+
+def summary_markdown(o: Outcome, state: DemoState, wall: float) -> str:
+  """summary.md: systems, data, training, paired tests, per language, xQG, stage seconds."""
+  columns = {s.short: o.evals[s.name]["metrics"] for s in o.systems}
+  named = [(s.short, o.evals[s.name]) for s in o.systems]
+  parts = [
+    f"# {o.title}",
+    *([o.warning] if o.warning else []),  # first: it qualifies every xQG number below
+    systems_table([(s.label, o.evals[s.name]) for s in o.systems], METRICS),
+    f"Macro averages over the languages (percent). Δ (p): mean over the {o.counts.queries} "
+    "dev queries of the system's score minus the plain index's, and the paired t-test's p "
+    f"(`eval_*.md` has the bootstrap CIs). {o.zero_shot_note}".strip(),
+    f"Data: {o.counts.passages} passages; per language the dev queries, the training pairs "
+    "and the generated questions:",
+    o.counts.table,
+    "Training (steps and loss from each run's `metrics.jsonl`):",
+    o.training,
+    "Paired tests between the systems (per-query scores of `eval_*.json`; paired t-test and "
+    "seeded paired bootstrap of `xtr_jax.evaluation.significance`, as `xtr-jax evaluate "
+    "--compare`; A and B are means over the queries, not the macro averages above; percent):",
+    paired_tests_table(named, METRICS),
+    "Per language:",
+    summary_table(columns, METRICS),
+    o.xqg_note,
+    o.share,
+    "Stage seconds (a skipped stage shows the seconds of the run that did it, kept in "
+    "`demo.json`):",
+    state.timing_table(),
+    f"This run: {wall:.1f} s wall.",
+  ]
+  return "\n\n".join(parts) + "\n"
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def _parser() -> ArgumentParser:
   parser = ArgumentParser(prog="xtr-jax demo", description=__doc__.split("\n")[0])
   parser.add_argument("--output_dir", default="demo_output", help="Where every artefact goes.")
   parser.add_argument(
@@ -341,8 +716,11 @@ def main(argv: list[str] | None = None) -> int:
     "for the sample, 1000 for --data shared); only those passages are augmented.",
   )
   parser.add_argument("--augment_weight", type=float, help="Override the augmentation weight.")
-  args = parser.parse_args(argv)
+  return parser
 
+
+def _scale_of(args) -> Scale:
+  """The preset for --data/--scale with the flags' overrides."""
   scale = (SHARED_SCALES if args.data == "shared" else SCALES)[args.scale]
   if args.generate_passages:
     scale = dataclasses.replace(scale, generate_passages=args.generate_passages)
@@ -352,153 +730,98 @@ def main(argv: list[str] | None = None) -> int:
     scale = dataclasses.replace(scale, xtr_steps=args.xtr_steps, me5_steps=args.xtr_steps)
   if args.xqg_steps:
     scale = dataclasses.replace(scale, xqg_steps=args.xqg_steps)
-  me5 = args.retriever == "me5"
-  xtr_steps = scale.me5_steps if me5 else scale.xtr_steps
-  out = pathlib.Path(args.output_dir).resolve()
-  out.mkdir(parents=True, exist_ok=True)
-  _check_output_dir(out, args.retriever, args.data)
-  start = time.time()
-  total = 8
-  timings: dict[str, float] = {}
+  return scale
 
-  t = _stage(1, total, f"data ({args.data})", False)
-  paths = _data(args, scale, out)
-  timings["data"] = time.time() - t
 
-  vocab = str(out / "vocab" / "spm.model")
-  t = _stage(2, total, "SentencePiece vocabulary", os.path.exists(vocab))
-  if not os.path.exists(vocab):
-    argv_vocab = ["train-vocab", "--output", str(out / "vocab" / "spm")]
-    argv_vocab += ["--vocab_size", str(scale.vocab_size), "--corpus", paths.corpus]
-    argv_vocab += ["--swim_ir_dir", str(pathlib.Path(paths.pairs_glob).parent)]
-    _run(argv_vocab)
-  timings["vocab"] = time.time() - t
-
-  # xtr/ holds either retriever (demo.json says which): the paths users script stay put.
-  xtr_dir, xqg_dir = out / "xtr", out / "xqg"
-  if me5:
-    init_dir = out / "xtr_init"
-    final = xtr_dir / "final"
-    what = f"XTR retriever: fine-tune {EMBEDDED_BACKBONE} ({xtr_steps} steps)"
-    t = _stage(3, total, what, final.exists())
-    if not final.exists():
-      if not init_dir.exists():  # written atomically: present means complete
-        argv_init = ["init-projection", "--checkpoint", EMBEDDED_BACKBONE, "--output"]
-        argv_init += [str(init_dir), "--pairs", paths.pairs_glob]
-        _run(argv_init + ["--sample_texts", str(scale.sample_texts)])
-        timings["init_projection"] = time.time() - t
-      argv_train = ["train", "--gin_file", "runs/train_xtr_me5_demo.gin"]
-      argv_train += ["--model_dir", str(xtr_dir)]
-      _run(argv_train + _me5_train_bindings(paths, init_dir, scale, xtr_steps))
-    timings["train_xtr"] = time.time() - t - timings.get("init_projection", 0.0)
-  trained = [(4, "xQG generator", xqg_dir, "runs/train_xqg_cpu.gin", scale.xqg_steps)]
-  if not me5:
-    trained.insert(0, (3, "XTR retriever", xtr_dir, "runs/train_xtr_cpu.gin", xtr_steps))
-  for number, kind, model_dir, gin_file, steps in trained:
-    final = model_dir / "final"
-    t = _stage(number, total, f"train the {kind} ({steps} steps)", final.exists())
-    if not final.exists():
-      argv_train = ["train", "--gin_file", gin_file, "--model_dir", str(model_dir)]
-      argv_train += _train_bindings(paths, vocab, scale, steps)
-      if model_dir == xqg_dir:  # ids past the vocabulary hold the xQG language tags
-        argv_train.append(f"--gin.MODEL_VOCAB_SIZE={scale.vocab_size + TAG_SLOTS}")
-      _run(argv_train)
-    timings[f"train_{model_dir.name}"] = time.time() - t
-
-  generated = out / "generated.jsonl"
-  done = (out / "generated.done").exists()
-  what = "every passage" if scale.generate_passages is None else "sampled passages"
-  t = _stage(5, total, f"generate questions with xQG ({what})", done)
-  if not done:
-    gen_corpus = paths.corpus
-    if scale.generate_passages is not None:
-      gen_corpus = str(out / "generate_corpus.tsv")
-      n = sample_corpus(paths.corpus, pathlib.Path(gen_corpus), scale.generate_passages)
-      _say(f"    {n} passages sampled (seed 0) from {paths.corpus} -> {gen_corpus}")
-    argv_gen = ["generate", "--checkpoint", str(xqg_dir / "final"), "--corpus", gen_corpus]
-    argv_gen += ["--output", str(generated), "--languages", ",".join(paths.generate_languages)]
-    argv_gen += ["--num_questions", str(scale.num_questions), "--strategy", scale.strategy]
-    argv_gen += ["--max_decode_length", "32", "--max_input_length", "128", "--batch_size", "16"]
-    _run(argv_gen)
-    (out / "generated.done").write_text("ok\n")
-  timings["generate"] = time.time() - t
-  share = script_share.share_table(script_share.shares(_generated_pairs(generated)))
-  _say("    questions in the requested language's script:\n" + share)
-
+def _systems(me5: bool, out: pathlib.Path, scale: Scale, xtr_steps: int) -> list[System]:
+  """The indexes compared: [zero-shot mE5,] plain XTR, XTR + xQG augmentation."""
+  final = str(out / "xtr" / "final")
   plain_label = (
     f"XTR fine-tuned from {EMBEDDED_BACKBONE} ({xtr_steps} steps)"
     if me5
     else f"XTR from scratch ({xtr_steps} steps)"
   )
-  augment_args = ("--augment_with", str(generated), "--augment_mode", scale.augment_mode)
+  augment_args = ("--augment_with", str(out / "generated.jsonl"))
+  augment_args += ("--augment_mode", scale.augment_mode)
   augment_args += ("--augment_weight", str(scale.augment_weight))
   systems = [
-    System("plain", plain_label, str(xtr_dir / "final")),
-    System("xqg", "+ xQG augmentation", str(xtr_dir / "final"), augment_args),
+    System("plain", plain_label, "plain", final),
+    System("xqg", "+ xQG augmentation", "+xQG", final, augment_args),
   ]
   if me5:  # XTR over the backbone's raw states: what the fine-tune starts from
     zero_shot_args = ("--pooling", "token", "--gin.index_settings.backend='brute_force'")
     label = f"{EMBEDDED_BACKBONE} zero-shot (raw 384-d token states)"
-    systems.insert(0, System("me5_zeroshot", label, EMBEDDED_BACKBONE, zero_shot_args))
-  what = "the plain and the augmented token index" + (" + zero-shot mE5" if me5 else "")
-  t = _stage(6, total, f"build {what}", False)
-  for system in systems:
-    index_dir = out / f"index_{system.name}"
-    if (index_dir / "manifest.json").exists():
-      _say(f"    {system.name}: exists")
-      continue
-    argv_index = ["index", "--checkpoint", system.checkpoint, "--corpus", paths.corpus]
-    _run(argv_index + ["--output", str(index_dir), *system.index_args])
-  timings["index"] = time.time() - t
+    systems.insert(0, System("me5_zeroshot", label, "0-shot", EMBEDDED_BACKBONE, zero_shot_args))
+  return systems
 
-  t = _stage(7, total, "search the dev queries", False)
-  runs = {s.name: out / f"run_{s.name}.trec" for s in systems}
-  for system in systems:
-    if not runs[system.name].exists():
-      argv_search = ["search", "--index", str(out / f"index_{system.name}"), "--queries"]
-      _run(argv_search + [paths.dev, "--output", str(runs[system.name]), "--k", "100"])
-  timings["search"] = time.time() - t
 
-  t = _stage(8, total, "evaluate", False)
-  evals = {}
-  for system in systems:
-    prefix = out / f"eval_{system.name}"
-    argv_eval = ["evaluate", "--run", str(runs[system.name]), "--queries", paths.dev]
-    argv_eval += ["--qrels", paths.qrels, "--corpus", paths.corpus, "--output", str(prefix)]
-    if system.name != "plain":  # paired against the plain index
-      argv_eval += ["--compare", str(runs["plain"])]
-    _run(argv_eval)
-    evals[system.name] = _read_eval(f"{prefix}.json")
-  timings["evaluate"] = time.time() - t
+def _train_models(
+  state: DemoState, me5: bool, scale: Scale, paths: Paths, vocab: str, out: pathlib.Path
+) -> list[Trained]:
+  """Stages 3-4: the retriever, then the generator."""
+  xtr_dir, xqg_dir = out / "xtr", out / "xqg"  # xtr/ holds either retriever (demo.json says)
+  if me5:
+    _stage_train_me5(state, scale, paths, out, scale.me5_steps)
+    what = f"XTR retriever (fine-tuned from {EMBEDDED_BACKBONE})"
+    xtr = Trained(what, xtr_dir, scale.me5_steps, ["init_projection", "train_xtr"])
+  else:
+    xtr = Trained("XTR retriever (from scratch)", xtr_dir, scale.xtr_steps, ["train_xtr"])
+    bindings = _train_bindings(paths, vocab, scale, xtr.steps)
+    _stage_train(state, 3, "XTR retriever", xtr_dir, "runs/train_xtr_cpu.gin", xtr.steps, bindings)
+  xqg = Trained("xQG generator (from scratch)", xqg_dir, scale.xqg_steps, ["train_xqg"])
+  bindings = _train_bindings(paths, vocab, scale, xqg.steps)
+  # ids past the vocabulary hold the xQG language tags
+  bindings.append(f"--gin.MODEL_VOCAB_SIZE={scale.vocab_size + TAG_SLOTS}")
+  _stage_train(state, 4, "xQG generator", xqg_dir, "runs/train_xqg_cpu.gin", xqg.steps, bindings)
+  return [xtr, xqg]
 
-  metrics = ["Recall@20", "MRR@10", "R@2kt"]
-  suffixes = {"me5_zeroshot": "0-shot", "plain": "", "xqg": "+xQG"}
-  columns = {suffixes[s.name]: evals[s.name]["metrics"] for s in systems}
-  n_queries = next(iter(evals["plain"]["metrics"].values()))["counts"]
-  n_queries = sum(n_queries.values()) if isinstance(n_queries, dict) else n_queries
-  n_aug = len(generated.read_text(encoding="utf-8").splitlines())
-  zero_shot_note = (
-    f"{EMBEDDED_BACKBONE} zero-shot: XTR scoring over the backbone's raw 384-d token states "
-    "(`xtr-jax index --checkpoint me5-small --pooling token`, no projection, exact brute-force "
-    "token search), the states the fine-tune starts from. "
-    if me5
-    else ""
+
+def main(argv: list[str] | None = None) -> int:
+  args = _parser().parse_args(argv)
+  scale = _scale_of(args)
+  me5 = args.retriever == "me5"
+  out = pathlib.Path(args.output_dir).resolve()
+  out.mkdir(parents=True, exist_ok=True)
+  state = DemoState.open(out, args.retriever, args.data)
+  start = time.time()
+
+  paths = _stage_data(state, args, scale, out)
+  vocab = _stage_vocab(state, scale, paths, out)
+  models = _train_models(state, me5, scale, paths, vocab, out)
+  _stage_generate(state, scale, paths, out)
+  generated = out / "generated.jsonl"
+  shares = script_share.shares(_generated_pairs(generated))
+  share = script_share.share_table(shares)
+  warning = script_share_warning(shares)
+  _say("    questions in the requested language's script:\n" + share)
+  if warning:
+    _say("    " + warning)
+
+  # the steps the model was trained for: a resumed demo may have been given others
+  xtr_steps = (trained_steps(models[0].model_dir) or (models[0].steps,))[0]
+  systems = _systems(me5, out, scale, xtr_steps)
+  _stage_index(state, systems, paths, out)
+  runs = _stage_search(state, systems, paths, out)
+  evals = _stage_evaluate(state, systems, runs, paths, out)
+
+  n_aug = _count_lines(generated)
+  outcome = Outcome(
+    title=f"xtr_jax demo ({args.data} data, --retriever {args.retriever})",
+    systems=systems,
+    evals=evals,
+    counts=data_counts(paths, shares),
+    training=training_table(models, state),
+    share=share,
+    warning=warning,
+    xqg_note=(
+      f"xQG: {scale.num_questions} {scale.strategy} question(s) per language for {n_aug} "
+      f"passages, token-level augmentation ({scale.augment_mode}) at weight "
+      f"{scale.augment_weight}. Share of questions in the requested language's script:"
+    ),
+    zero_shot_note=ZERO_SHOT_NOTE if me5 else "",
   )
-  report = (
-    f"# xtr_jax demo ({args.data} data, --retriever {args.retriever})\n\n"
-    f"{systems_table([(s.label, evals[s.name]) for s in systems], metrics)}\n\n"
-    f"Macro averages over the languages (percent). Δ (p): mean over the {n_queries} dev "
-    f"queries of the system's score minus the plain index's, and the paired t-test's p "
-    f"(`eval_*.md` has the bootstrap CIs). {zero_shot_note}\n\n"
-    f"Per language:\n\n{summary_table(columns, metrics)}\n\n"
-    f"xQG: {scale.num_questions} {scale.strategy} question(s) per language for {n_aug} "
-    f"passages, token-level augmentation ({scale.augment_mode}) at weight "
-    f"{scale.augment_weight}. Share of questions in the requested language's script:\n\n"
-    f"{share}\n\n"
-    f"Stage seconds: {json.dumps({k: round(v, 1) for k, v in timings.items()})}\n"
-    f"Total: {time.time() - start:.0f} s\n"
-  )
-  (out / "summary.md").write_text(report, encoding="utf-8")
+  report = summary_markdown(outcome, state, time.time() - start)
+  xio.atomic_write_text(out / "summary.md", report)
   _say("\n" + report)
   _say(f"All artefacts are in {out}")
   return 0

@@ -7,7 +7,8 @@ passages (history/geography and culture/civic life), so a retriever must match b
 entity name and, across languages, what the question asks about. Everything is derived from
 a seed, so the sample is the same on every machine.
 
-Layout written by ``write_sample(out_dir)``::
+Layout written by ``write_sample(out_dir)`` (or ``python -m xtr_jax.experiments.sample_data
+--output DIR``)::
 
     corpus.tsv                         id \\t text \\t title (header), English passages
     swim_ir/cross_lingual/{code}.jsonl training pairs, SWIM-IR record layout
@@ -23,6 +24,7 @@ import json
 import os
 import pathlib
 import random
+import sys
 
 from xtr_jax.io import atomic_write_text as _atomic_write_text
 
@@ -207,7 +209,8 @@ def write_sample(
   # Few-shot XOR-layout training pairs: a handful per language, from training towns.
   xor_train = []
   for code in LANGUAGES:
-    picks = rng.sample([(t, a) for t in train_towns for a in attributes], fewshot_per_language)
+    pool = [(t, a) for t in train_towns for a in attributes]  # fewer for a tiny world
+    picks = rng.sample(pool, min(fewshot_per_language, len(pool)))
     for town, attr in picks:
       p_index = PASSAGE_OF[attr]
       xor_train.append(
@@ -265,3 +268,26 @@ def write_sample(
     ),
   )
   return {k: str(v) for k, v in paths.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+  """Writes the sample on its own: a small multilingual corpus with queries, qrels and
+  training pairs to try the other subcommands on in seconds, without running the demo."""
+  from xtr_jax.cli import ArgumentParser, positive_int  # noqa: PLC0415
+
+  parser = ArgumentParser(prog="xtr-jax sample-data", description=__doc__.split("\n")[0])
+  parser.add_argument("--output", required=True, help="Folder to write (created).")
+  parser.add_argument(
+    "--num_towns", type=positive_int, default=120, help="Invented towns, two passages each."
+  )
+  parser.add_argument("--seed", type=int, default=17, help="Seed of the invented world.")
+  args = parser.parse_args(argv)
+  paths = write_sample(args.output, num_towns=args.num_towns, seed=args.seed)
+  print(pathlib.Path(paths["readme"]).read_text(encoding="utf-8").split("\n\n", 1)[1].strip())
+  for key in ("corpus", "swim_ir_dir", "xor_train", "dev", "qrels"):
+    print(f"  {key}: {paths[key]}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
