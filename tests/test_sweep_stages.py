@@ -349,7 +349,9 @@ def test_shipped_sweeps_bindings_parse_into_plans(path):
       continue
     with stages.isolated_gin([*spec.base_bindings, *config.bindings]):
       plan = stages.TrainPlan()
-      assert plan.languages and stages.IndexPlan().corpus and stages.SearchPlan().queries
+      # No phase-1 languages (N = 0) means the base checkpoint is the model.
+      assert plan.languages or plan.base_checkpoint
+      assert stages.IndexPlan().corpus and stages.SearchPlan().queries
   assert gin.query_parameter("sweep_spec.name") == spec.name  # the sweep config is back
 
 

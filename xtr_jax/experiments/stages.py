@@ -40,7 +40,6 @@ import numpy as np
 
 import gin
 from xtr_jax import gin_utils
-from xtr_jax.checkpoints import orbax_io
 from xtr_jax.checkpoints.embedded import resolve_checkpoint
 from xtr_jax.checkpoints.tokenizers import tokenizer_for
 from xtr_jax.data import formats, vocab
@@ -748,14 +747,6 @@ def generate_stage(config_name: str, bindings: Sequence[str], workdir: pathlib.P
     plan = GeneratePlan()
     if not plan.languages:
       raise ValueError("GeneratePlan.languages is empty")
-    checkpoint = model_checkpoint(workdir, plan.model)
-    ckpt = orbax_io.load_checkpoint(checkpoint)
-    if ckpt.model_kind not in ("mt5", "bert2bert"):
-      raise ValueError(
-        f"model {plan.model!r} has model_kind={ckpt.model_kind!r}, expected an "
-        "encoder-decoder ('mt5' or 'bert2bert')"
-      )
-    tokenizer = tokenizer_for(checkpoint, ckpt.extra, ckpt.config)
     settings = xqg_generate.DecodeSettings(
       strategy=plan.strategy,
       num_questions=plan.num_questions,
@@ -764,8 +755,9 @@ def generate_stage(config_name: str, bindings: Sequence[str], workdir: pathlib.P
       max_input_length=plan.max_input_length,
       max_decode_length=plan.max_decode_length,
     )
-    settings = xqg_generate.resolve_language_tags(settings, model_checkpoint(workdir, plan.model))
-    generator = xqg_generate.QuestionGenerator(ckpt.params, ckpt.config, tokenizer, settings)
+    generator, fingerprint = xqg_generate.load_generator(
+      model_checkpoint(workdir, plan.model), settings
+    )
     stats = xqg_generate.generate_corpus(
       plan.corpus,
       str(workdir / "generated.jsonl"),
@@ -773,7 +765,7 @@ def generate_stage(config_name: str, bindings: Sequence[str], workdir: pathlib.P
       list(plan.languages),
       batch_size=plan.batch_size,
       seed=plan.seed,
-      fingerprint=ckpt.fingerprint,
+      fingerprint=fingerprint,
       progress=False,
     )
   return {"passages": stats["passages"], "seconds": round(time.time() - t0, 1)}

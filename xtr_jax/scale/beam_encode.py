@@ -35,14 +35,16 @@ class EncodeShardWork:
     self.encoder = self.tokenizer = None
 
   def setup(self) -> None:
-    from xtr_jax.data.tokenizer import Tokenizer  # noqa: PLC0415
+    from xtr_jax.checkpoints.embedded import resolve_checkpoint  # noqa: PLC0415
+    from xtr_jax.checkpoints.tokenizers import tokenizer_for  # noqa: PLC0415
     from xtr_jax.index.encode import TokenEncoder  # noqa: PLC0415
     from xtr_jax.index.retriever import load_model  # noqa: PLC0415
 
-    params, config, proj_dim, self.fingerprint, extra = load_model(self.checkpoint)
-    vocab = self.vocabulary or extra.get("vocabulary")
-    self.tokenizer = Tokenizer(vocab, config.vocab_size, config.eos_token_id)
-    self.encoder = TokenEncoder(params, config, proj_dim)
+    # The checkpoint's own tokenizer when it carries one (BERT family), else its vocabulary.
+    checkpoint = resolve_checkpoint(self.checkpoint)
+    params, config, proj_dim, self.fingerprint, extra = load_model(checkpoint)
+    self.tokenizer = tokenizer_for(checkpoint, extra, config, self.vocabulary)
+    self.encoder = TokenEncoder(params, config, proj_dim, pooling="token")
 
   def process(self, spec: shards.ShardSpec):
     if shards.is_done(self.output_dir, spec.index):  # retried bundle or rerun
