@@ -166,8 +166,15 @@ def test_pretrained_sweep_shares_phase1_resumes_and_reports(tmp_path, monkeypatc
 
   # Another configuration may not reuse phase 1 'n2' with different pairs.
   other = [f"include '{run}'", "SWIM_IR_LANGUAGES = ['ar']", "PHASE1 = 'n2'", "TRAIN_STEPS = 3"]
-  with pytest.raises(ValueError, match=r"phase1/n2/phase1: this phase 1 was trained on other"):
+  with pytest.raises(
+    ValueError, match=r"phase1/n2/phase1: this phase 1 was trained with other pairs"
+  ):
     stages.train_stage("x", other, out / "x")
+  # ... nor with the same pairs but another model or budget.
+  base = [f"include '{run}'", "SWIM_IR_SOURCES = ['src_a']", "SWIM_IR_LANGUAGES = ['ar', 'ko']"]
+  for change in ("TRAIN_STEPS = 5", "K_TRAIN = 8", "MODEL_KIND = 'colbert'"):
+    with pytest.raises(ValueError, match=r"trained with other training settings"):
+      stages.train_stage("x", [*base, "PHASE1 = 'n2'", "TRAIN_STEPS = 3", change], out / "x")
 
   report = tmp_path / "report"
   assert sweep.main([*argv, "--report", str(report)]) == 0

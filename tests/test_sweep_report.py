@@ -74,6 +74,11 @@ def test_report_renders_from_the_copied_records_alone(tmp_path):
   assert "| 0 | n2 | n1 | +41.7 | [" in first
   assert "| (baseline) | | bm25 | 25.0 [" in first
   assert "Failed (rerun the sweep to retry): n3." in first
+  assert "Paired tests asked for" not in first
+  sweep_report.render(dest, pairs=[("n2", "bm25"), ("n3", "n0")], **args)
+  paired = (dest / "report.md").read_text("utf-8")
+  assert "| n2 | bm25 | +75.0 | [" in paired and "(not scored yet: n3)" in paired
+  sweep_report.render(dest, **args)
   assert "| n2 | 100.0 | 100.0 | 100.0 |" in first
   assert (dest / "smoke.png").stat().st_size > 1000
   assert "traceback" not in (dest / "results.jsonl").read_text("utf-8")

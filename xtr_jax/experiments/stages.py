@@ -362,6 +362,20 @@ def _tokenizer_bindings(plan: TrainPlan, sweep_dir: pathlib.Path) -> tuple[list[
   return [f"VOCAB = '{vocabulary}'"], {"vocabulary": os.path.abspath(vocabulary)}
 
 
+# Bindings that only phase 2 reads: configurations sharing a phase 1 may differ in them.
+_PHASE2_ONLY = re.compile(r"^(FEW_SHOT_\w*|ADAPT_\w*|PHASE1|(stages\.)?TrainPlan\.\w+) = ")
+
+
+def _phase1_config_digest(bindings: Sequence[str], overrides: Sequence[str]) -> str:
+  """The training settings of a phase 1 (model, steps, optimizer, batches, ...): its parsed
+  gin config without what only the pair selection or phase 2 reads (the pairs themselves
+  are digested separately), so a shared phase 1 is never reused for another model."""
+  with isolated_gin([*bindings, *overrides]):
+    text = re.sub(r"\\\n\s*", " ", gin.config_str())
+  kept = [line for line in text.splitlines() if not _PHASE2_ONLY.match(line)]
+  return hashlib.sha1("\n".join(kept).encode("utf-8")).hexdigest()
+
+
 def _train_phase1(
   plan: TrainPlan,
   bindings: Sequence[str],
@@ -391,19 +405,20 @@ def _train_phase1(
     )
     pairs = [*pairs, *extra]
     stats["extra_pairs"] = extra_stats["pairs"]
-  digest = _pairs_digest(pairs)
-  done = _phase_done(home / "phase1")
-  if done is not None and done.get("pairs_sha1", digest) != digest:
-    raise ValueError(
-      f"{home / 'phase1'}: this phase 1 was trained on other pairs (sha1 {done['pairs_sha1']}, "
-      f"now {digest}); give configurations with different phase-1 data different phase1_name"
-    )
   train_file = home / "train_pairs.jsonl"
+  overrides = [f"PAIRS = '{train_file}'", *common]
+  record = {"pairs_sha1": _pairs_digest(pairs), "config_sha1": _phase1_config_digest(
+    bindings, overrides)}  # fmt: skip
+  done = _phase_done(home / "phase1")
+  for key, what in (("pairs_sha1", "pairs"), ("config_sha1", "training settings")):
+    if done is not None and done.get(key, record[key]) != record[key]:
+      raise ValueError(
+        f"{home / 'phase1'}: this phase 1 was trained with other {what} ({key} {done[key]}, "
+        f"now {record[key]}); give configurations that differ in phase 1 different phase1_name"
+      )
   if done is None:
     formats.write_jsonl(train_file, pairs)
-  summary = _run_phase(
-    home / "phase1", bindings, [f"PAIRS = '{train_file}'", *common], {"pairs_sha1": digest}
-  )
+  summary = _run_phase(home / "phase1", bindings, overrides, record)
   out = {
     "data": {k: v for k, v in stats.items() if k != "per_language"},
     "train_languages": sorted(stats["per_language"]),

@@ -139,9 +139,18 @@ def _baselines(records: Sequence[dict], scores: Mapping[str, dict], x: str) -> l
 
 
 def render(
-  dest: pathlib.Path, name: str, x: str, metrics: Sequence[str], series: str = ""
+  dest: pathlib.Path,
+  name: str,
+  x: str,
+  metrics: Sequence[str],
+  series: str = "",
+  pairs: Sequence[tuple[str, str]] = (),
 ) -> pathlib.Path:
-  """Writes dest/report.md and dest/<name>.png from dest's records and scores alone."""
+  """Writes dest/report.md and dest/<name>.png from dest's records and scores alone.
+
+  ``pairs``: (A, B) configurations to test against each other beyond adjacent points (e.g.
+  one language with 1,000 pairs against four with 250 each: coverage at equal data).
+  """
   records, scores = _load(dest)
   if not scores:
     raise FileNotFoundError(f"{dest / SCORES_DIR}: no per-configuration scores to render")
@@ -153,6 +162,7 @@ def render(
     summaries = {c: point_summary(s["per_query"][metric], s["lang"]) for c, s in scores.items()}
     lines += _point_table(metric, points, baselines, summaries, x, series)
     lines += _paired_table(metric, points, scores, x, series)
+    lines += _explicit_pairs_table(metric, pairs, scores)
   lines += _language_table(metrics[0], points, baselines, scores, x, series)
   report = dest / "report.md"
   xio.atomic_write_text(str(report), "\n".join(lines) + "\n")
@@ -201,6 +211,26 @@ def _paired_table(metric, points, scores, x, series) -> list[str]:
         f"| {s} | {a} | {b} | {d['diff']:+.1f} | [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}] | "
         f"{d['p_value']:.3g} |"
       )
+  return [*lines, ""]
+
+
+def _explicit_pairs_table(metric, pairs, scores) -> list[str]:
+  missing = sorted({c for pair in pairs for c in pair if c not in scores})
+  rows = [(a, b) for a, b in pairs if a in scores and b in scores]
+  if not pairs:
+    return []
+  lines = [f"Paired tests asked for ({metric}):", "", "| A | B | A - B | 95% CI | p |"]
+  lines.append("|---|---|---:|---|---:|")
+  for a, b in rows:
+    d = paired_summary(
+      scores[a]["per_query"][metric], scores[b]["per_query"][metric], scores[a]["lang"]
+    )
+    lines.append(
+      f"| {a} | {b} | {d['diff']:+.1f} | [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}] | "
+      f"{d['p_value']:.3g} |"
+    )
+  if missing:
+    lines.append(f"\n(not scored yet: {', '.join(missing)})")
   return [*lines, ""]
 
 
@@ -255,10 +285,11 @@ def report(
   metrics: Sequence[str],
   series: str,
   queries: str,
+  pairs: Sequence[tuple[str, str]] = (),
 ) -> pathlib.Path:
   """collect (when the sweep folder is there) + render."""
   if sweep_dir is not None and (sweep_dir / "results.jsonl").is_file():
     if dest.resolve() != sweep_dir.resolve():
       shutil.rmtree(dest / SCORES_DIR, ignore_errors=True)
     collect(sweep_dir, dest, metrics, queries)
-  return render(dest, name, x, metrics, series)
+  return render(dest, name, x, metrics, series, pairs)
