@@ -81,6 +81,7 @@ class ReportSpec:
   x: str
   metrics: tuple[str, ...] = ("Recall@20",)
   series: str = ""
+  pairs: tuple[tuple[str, str], ...] = ()  # (A, B) configurations to test beyond adjacent x
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,12 +133,14 @@ def sweep_spec(
 
 
 def _report_spec(report: Mapping[str, Any]) -> ReportSpec:
-  unknown = set(report) - {"x", "metrics", "series"}
+  unknown = set(report) - {"x", "metrics", "series", "pairs"}
   if unknown or "x" not in report:
     raise ValueError(f"sweep_spec.report: needs 'x', unknown keys {sorted(unknown)}")
-  return ReportSpec(
-    report["x"], tuple(report.get("metrics", ("Recall@20",))), report.get("series", "")
-  )
+  pairs = tuple(tuple(p) for p in report.get("pairs", ()))
+  if any(len(p) != 2 for p in pairs):
+    raise ValueError(f"sweep_spec.report: 'pairs' must be [A, B] configuration names, got {pairs}")
+  metrics = tuple(report.get("metrics", ("Recall@20",)))
+  return ReportSpec(report["x"], metrics, report.get("series", ""), pairs)
 
 
 def resolve_stage(name: str, targets: Mapping[str, str]) -> Stage:
@@ -217,49 +220,93 @@ def run_sweep(
   output.mkdir(parents=True, exist_ok=True)
   results_path = output / "results.jsonl"
   done = {c for c, r in latest_by_config(read_results(results_path)).items() if r["status"] == "ok"}
+  todo = _configurations_to_run(spec, done, only)
+  stage_fns = _resolve_stages(spec, todo)
+  logging.info(
+    "sweep %s: %d configurations, %d done, %d to run",
+    spec.name,
+    len(spec.configurations),
+    len(done),
+    len(todo),
+  )
+  for i, config in enumerate(todo, 1):
+    record = _run_configuration(spec, config, stage_fns, output, (i, len(todo)))
+    append_result(results_path, record)
+  return _write_summaries(spec, output, results_path)
+
+
+def _configurations_to_run(
+  spec: SweepSpec, done: set[str], only: Sequence[str] | None
+) -> list[Configuration]:
+  """The configurations still to run, in the sweep's order: those ``--only`` names (all when
+  it is empty) less those whose latest record is "ok"; a name ``--only`` does not know is an
+  error, since a typo would otherwise run nothing and look like success."""
   names = [c.name for c in spec.configurations]
   if only:
     unknown = set(only) - set(names)
     if unknown:
       raise ValueError(f"--only names unknown configuration(s) {sorted(unknown)}; have {names}")
-  todo = [c for c in spec.configurations if (not only or c.name in only) and c.name not in done]
-  # Resolve the stages up front: a typo fails before hours of training, not after.
+  return [c for c in spec.configurations if (not only or c.name in only) and c.name not in done]
+
+
+def _resolve_stages(spec: SweepSpec, todo: Sequence[Configuration]) -> dict[str, Stage]:
+  """Every stage ``todo`` uses, resolved up front: a typo fails before hours of training,
+  not after."""
   stage_names = dict.fromkeys(s for c in todo for s in (c.stages or spec.stages))
-  stage_fns = {name: resolve_stage(name, spec.stage_targets) for name in stage_names}
-  logging.info(
-    "sweep %s: %d configurations, %d done, %d to run", spec.name, len(names), len(done), len(todo)
-  )
-  for i, config in enumerate(todo, 1):
-    workdir = output / config.name
-    workdir.mkdir(parents=True, exist_ok=True)
-    bindings = [*spec.base_bindings, *config.bindings]
-    io.atomic_write_text(workdir / "bindings.gin", "\n".join(bindings) + "\n")
-    record: dict[str, Any] = {
-      "config": config.name,
-      "labels": config.labels,
-      "commit": code_version(),
-      "bindings": bindings,
-      "outputs": {},
-    }
-    start = time.time()
-    try:
-      for stage_name in config.stages or spec.stages:
-        stage = stage_fns[stage_name]
-        logging.info("[%d/%d] %s: stage %s", i, len(todo), config.name, stage_name)
-        out = stage(config.name, list(bindings), workdir)
-        if not isinstance(out, Mapping):
-          raise TypeError(f"stage {stage_name!r} returned {type(out).__name__}, expected a dict")
-        record["outputs"][stage_name] = dict(out)
-      record["status"] = "ok"
-    except Exception as e:  # record and go on with the next configuration
-      logging.error("%s failed in a stage: %s", config.name, e)
-      record.update(
-        status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()
-      )
-    record["seconds"] = round(time.time() - start, 3)
-    append_result(results_path, record)
+  return {name: resolve_stage(name, spec.stage_targets) for name in stage_names}
+
+
+def _run_configuration(
+  spec: SweepSpec,
+  config: Configuration,
+  stage_fns: Mapping[str, Stage],
+  output: pathlib.Path,
+  progress: tuple[int, int],
+) -> dict[str, Any]:
+  """Runs one configuration's stages in OUTPUT/<name>; its results.jsonl record.
+
+  ``progress`` is (this configuration's number, how many run now), for the log.
+
+  A failing stage is recorded (error and traceback) instead of raised, so one broken
+  configuration does not stop the sweep and a rerun retries it.
+  """
+  workdir = output / config.name
+  workdir.mkdir(parents=True, exist_ok=True)
+  bindings = [*spec.base_bindings, *config.bindings]
+  io.atomic_write_text(workdir / "bindings.gin", "\n".join(bindings) + "\n")
+  record: dict[str, Any] = {
+    "config": config.name,
+    "labels": config.labels,
+    "commit": code_version(),
+    "bindings": bindings,
+    "outputs": {},
+  }
+  start = time.time()
+  try:
+    for stage_name in config.stages or spec.stages:
+      stage = stage_fns[stage_name]
+      logging.info("[%d/%d] %s: stage %s", *progress, config.name, stage_name)
+      out = stage(config.name, list(bindings), workdir)
+      if not isinstance(out, Mapping):
+        raise TypeError(f"stage {stage_name!r} returned {type(out).__name__}, expected a dict")
+      record["outputs"][stage_name] = dict(out)
+    record["status"] = "ok"
+  except Exception as e:  # record and go on with the next configuration
+    logging.error("%s failed in a stage: %s", config.name, e)
+    record.update(
+      status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()
+    )
+  record["seconds"] = round(time.time() - start, 3)
+  return record
+
+
+def _write_summaries(
+  spec: SweepSpec, output: pathlib.Path, results_path: pathlib.Path
+) -> list[dict]:
+  """Tables (and the plot) from the latest record of each configuration in results.jsonl,
+  which also holds the configurations earlier runs did: the summaries cover the whole sweep."""
   latest = latest_by_config(read_results(results_path))
-  ordered = [latest[n] for n in names if n in latest]
+  ordered = [latest[c.name] for c in spec.configurations if c.name in latest]
   write_tables(ordered, output)
   if spec.plot:
     plot_sweep(ordered, spec.plot, output / f"{spec.name}.png", spec.name)
@@ -353,28 +400,32 @@ def plot_sweep(records: Sequence[dict], plot: PlotSpec, path: pathlib.Path, titl
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  points, baselines = [], []
+  points, baselines, series = [], [], {}
   for r in records:
     block = _metric_block(r.get("outputs", {}), plot.metric) if r["status"] == "ok" else None
-    if block is not None and plot.x in r.get("labels", {}):
-      points.append((r["labels"][plot.x], block))
+    labels = r.get("labels", {})
+    if block is not None and plot.x in labels:
+      points.append((labels[plot.x], block))
+      series.setdefault(labels.get(plot.series), []).append((labels[plot.x], block))
     elif block is not None and isinstance(block.get("macro"), (int, float)):
       baselines.append((r["config"], block["macro"]))  # e.g. BM25: a reference line
   fig, ax = plt.subplots(figsize=(7, 4.5))
   numeric = all(isinstance(x, (int, float)) for x, _ in points)
+  if numeric:
+    points.sort(key=lambda t: t[0])
   xs = [x for x, _ in points] if numeric else list(range(len(points)))
-  langs = sorted({lang for _, b in points for lang in b.get("per_lang", {})})
-  for lang in langs:
-    ys = [b.get("per_lang", {}).get(lang, math.nan) for _, b in points]
-    ax.plot(xs, ys, marker="o", linewidth=1, alpha=0.7, label=lang)
-  ax.plot(
-    xs,
-    [b.get("macro", math.nan) for _, b in points],
-    marker="s",
-    color="black",
-    linewidth=2.5,
-    label="average",
-  )
+  if plot.series and numeric:  # one macro line per series value (e.g. few-shot k)
+    for value, pts in sorted(series.items(), key=lambda t: str(t[0])):
+      pts.sort(key=lambda t: t[0])
+      ax.plot([x for x, _ in pts], [b.get("macro", math.nan) for _, b in pts], marker="s",
+              linewidth=2, label=f"{plot.series} = {value}")  # fmt: skip
+  else:
+    langs = sorted({lang for _, b in points for lang in b.get("per_lang", {})})
+    for lang in langs:
+      ys = [b.get("per_lang", {}).get(lang, math.nan) for _, b in points]
+      ax.plot(xs, ys, marker="o", linewidth=1, alpha=0.7, label=lang)
+    macro = [b.get("macro", math.nan) for _, b in points]
+    ax.plot(xs, macro, marker="s", color="black", linewidth=2.5, label="average")
   for name, value in baselines:
     ax.axhline(value, color="grey", linestyle="--", linewidth=1.5, label=f"{name} (average)")
   if not numeric:
@@ -470,7 +521,7 @@ def write_report(spec: SweepSpec, output: pathlib.Path, dest: pathlib.Path) -> p
     raise ValueError(f"sweep {spec.name!r} sets no sweep_spec.report (x, metrics, series)")
   queries = gin.query_parameter("evaluate_stage.queries")
   r = spec.report
-  return sweep_report.report(output, dest, spec.name, r.x, r.metrics, r.series, queries)
+  return sweep_report.report(output, dest, spec.name, r.x, r.metrics, r.series, queries, r.pairs)
 
 
 def main(argv: list[str] | None = None) -> int:

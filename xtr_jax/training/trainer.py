@@ -10,12 +10,13 @@ resumed run repeats an uninterrupted one exactly.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import flax.linen as nn
@@ -298,14 +299,7 @@ def merge_imported_params(init: PyTree, imported: PyTree, source: str) -> tuple[
       f"checkpoint {source} shares no parameter with the model "
       f"(model has e.g. {sorted(flat_init)[:3]}, checkpoint has {sorted(flat_imp)[:3]})"
     )
-  tree: dict = {}
-  for path, value in merged.items():
-    node = tree
-    *parents, leaf = path.split("/")
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = value
-  return tree, fresh
+  return orbax_io.unflatten_params(merged), fresh
 
 
 def export_final(
@@ -384,104 +378,289 @@ def train(
   (tests use it to simulate a killed job). ``tensorboard=False`` writes metrics.jsonl only
   and skips importing TensorFlow (clu's writer), ~5 s of CPU per process start."""
   xio.makedirs(model_dir)
+  trainer = _build_trainer(
+    model_config, model_kind, mesh_shape, seed, microbatches, schedule_fn, optimizer_fn
+  )
+  logging.info(
+    "mesh %s; model kind %s; %d steps", dict(trainer.mesh.shape), model_kind, num_train_steps
+  )
+  meta = {"model_kind": model_kind, "config": model_config.to_dict(), "seed": seed}
+  cadence = _Cadence(num_train_steps, log_every, eval_every, checkpoint_every, stop_at_step)
+  ckpt_dir = xio.abspath(xio.join(model_dir, "checkpoints"))
+  with _checkpoint_manager(ckpt_dir, keep_checkpoints) as manager:
+    state, init_checkpoint = _restore_or_init(manager, ckpt_dir, trainer, meta, init_checkpoint)
+    start = int(jax.device_get(state["step"]))
+    log = _RunLog(model_dir, tensorboard)
+    batches = train_batches(start, jax.process_index(), jax.process_count())
+    loop = _Loop(trainer, manager, meta, log, cadence, eval_batches, eval_steps)
+    state, step = loop.run(state, start, batches)
+    manager.wait_until_finished()
+    log.flush()
+  if export and step == num_train_steps and jax.process_index() == 0:
+    language_tags = bool(getattr(train_batches, "language_tags", False))
+    _export_to_final(model_dir, state, trainer.task, vocabulary, init_checkpoint, language_tags)
+  return TrainResult(state, log.losses, log.evals)
+
+
+def _build_trainer(
+  model_config: T5Config | BertConfig,
+  model_kind: str,
+  mesh_shape: tuple[int, int],
+  seed: int,
+  microbatches: int,
+  schedule_fn: Callable[..., optax.Schedule],
+  optimizer_fn: Callable[..., optax.GradientTransformation],
+) -> Trainer:
+  """The model task, optimizer and mesh that ``train``'s arguments (and gin) describe.
+
+  The schedule is built once and shared by the optimizer and the trainer, so the logged
+  ``learning_rate`` is the one the optimizer applies.
+  """
   task = ModelTask(model_config, kind=model_kind)
   schedule = schedule_fn()
   tx = optimizer_fn(schedule)
   mesh = partitioning.create_mesh(mesh_shape)
   rules = partitioning.logical_axis_rules()
-  trainer = Trainer(task, tx, mesh, rules, seed=seed, microbatches=microbatches, schedule=schedule)
-  logging.info("mesh %s; model kind %s; %d steps", dict(mesh.shape), model_kind, num_train_steps)
+  return Trainer(task, tx, mesh, rules, seed=seed, microbatches=microbatches, schedule=schedule)
 
-  meta = {"model_kind": model_kind, "config": model_config.to_dict(), "seed": seed}
+
+def _checkpoint_manager(ckpt_dir: str, keep_checkpoints: int) -> ocp.CheckpointManager:
+  """Orbax's manager for the run's checkpoints: it keeps the newest ``keep_checkpoints`` and
+  only ever exposes finished ones, which is what makes a killed run resumable."""
   options = ocp.CheckpointManagerOptions(max_to_keep=keep_checkpoints, create=True)
-  ckpt_dir = xio.abspath(xio.join(model_dir, "checkpoints"))
-  with ocp.CheckpointManager(ckpt_dir, options=options) as manager:
-    latest = manager.latest_step()
-    if latest is not None:
-      saved = manager.restore(latest, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-      for key in ("model_kind", "config"):
-        if saved.get(key) != meta[key]:
-          raise ValueError(
-            f"{ckpt_dir}/{latest}: checkpoint has {key}={saved.get(key)!r} but this run has "
-            f"{meta[key]!r}; use a fresh --model_dir"
-          )
-      state = manager.restore(
-        latest, args=ocp.args.Composite(state=ocp.args.StandardRestore(trainer.abstract_state))
-      )["state"]
-      logging.info("resumed from %s/%d", ckpt_dir, latest)
-    elif init_checkpoint:
-      init_checkpoint = resolve_checkpoint(init_checkpoint)
-      loaded = orbax_io.load_checkpoint(init_checkpoint)
-      fresh = jax.device_get(trainer._init_params(jax.random.key(seed)))
-      params, new = merge_imported_params(fresh, loaded.params, init_checkpoint)
-      if new:
-        logging.info("params not in %s (freshly initialised): %s", init_checkpoint, new)
-      state = trainer.init_state(params)
-    else:
-      state = trainer.init_state()
+  return ocp.CheckpointManager(ckpt_dir, options=options)
 
-    start = int(jax.device_get(state["step"]))
-    writer = _metric_writer(model_dir, tensorboard)
-    history: dict[int, float] = {}
-    eval_history: dict[int, dict[str, float]] = {}
-    log_path = xio.join(model_dir, "metrics.jsonl")
-    batches = train_batches(start, jax.process_index(), jax.process_count())
-    t0, tokens, steps_done = time.time(), 0, 0
-    step = start
-    while step < num_train_steps:
-      if stop_at_step is not None and step >= stop_at_step:
-        break
-      host_batch = next(batches)
-      tokens += task.count_tokens(host_batch) * jax.process_count()
-      state, metrics = trainer.train_step(state, host_batch)
-      step += 1
-      steps_done += 1
-      if step % log_every == 0 or step == num_train_steps:
-        scalars = _scalars(metrics)
-        elapsed = max(time.time() - t0, 1e-9)
-        scalars["steps_per_sec"] = steps_done / elapsed
-        scalars["tokens_per_sec"] = tokens / elapsed
-        history[step] = scalars["loss"]
-        writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
-        _append_jsonl(log_path, {"step": step, "split": "train", **scalars})
-        logging.info(
-          "step %d/%d loss %.4f lr %.2e | %.2f steps/s %.0f tokens/s",
-          step,
-          num_train_steps,
-          scalars["loss"],
-          scalars.get("learning_rate", float("nan")),
-          scalars["steps_per_sec"],
-          scalars["tokens_per_sec"],
-        )
-        t0, tokens, steps_done = time.time(), 0, 0
-      paused = time.time()
-      if eval_batches is not None and (step % eval_every == 0 or step == num_train_steps):
-        result = evaluate(trainer, state["params"], eval_batches, eval_steps)
-        eval_history[step] = result
-        writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()})
-        _append_jsonl(log_path, {"step": step, "split": "eval", **result})
-        logging.info("eval step %d: %s", step, " ".join(f"{k} {v:.4f}" for k, v in result.items()))
-      if step % checkpoint_every == 0 or step == num_train_steps:
-        manager.save(
-          step,
-          args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave({**meta, "step": step})
-          ),
-        )
-      t0 += time.time() - paused  # rates count training time only
-    manager.wait_until_finished()
-    writer.flush()
-  if export and step == num_train_steps and jax.process_index() == 0:
-    export_final(
-      os.path.join(model_dir, "final"),
-      state["params"],
-      task,
-      vocabulary,
-      init_checkpoint,
-      language_tags=bool(getattr(train_batches, "language_tags", False)),
+
+def _restore_or_init(
+  manager: ocp.CheckpointManager,
+  ckpt_dir: str,
+  trainer: Trainer,
+  meta: dict[str, Any],
+  init_checkpoint: str | None,
+) -> tuple[PyTree, str | None]:
+  """The state a run starts from, and ``init_checkpoint`` as the export should see it.
+
+  The run's own latest checkpoint wins (a rerun resumes, whatever ``init_checkpoint`` says);
+  otherwise the params of ``init_checkpoint`` (resolved to a directory, which the export
+  then reads its tokenizer from); otherwise a fresh initialisation from the seed.
+  """
+  latest = manager.latest_step()
+  if latest is not None:
+    return _resume(manager, ckpt_dir, latest, trainer, meta), init_checkpoint
+  if init_checkpoint:
+    init_checkpoint = resolve_checkpoint(init_checkpoint)
+    return _init_from_checkpoint(trainer, init_checkpoint), init_checkpoint
+  return trainer.init_state(), init_checkpoint
+
+
+def _resume(
+  manager: ocp.CheckpointManager,
+  ckpt_dir: str,
+  latest: int,
+  trainer: Trainer,
+  meta: dict[str, Any],
+) -> PyTree:
+  """The state saved at step ``latest``, after checking that it comes from the same model.
+
+  Resuming a different model kind or config in the same directory would either fail deep in
+  orbax with a shape error or, worse, silently mix runs; the saved ``meta`` says which.
+  """
+  saved = manager.restore(latest, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+  for key in ("model_kind", "config"):
+    if saved.get(key) != meta[key]:
+      raise ValueError(
+        f"{ckpt_dir}/{latest}: checkpoint has {key}={saved.get(key)!r} but this run has "
+        f"{meta[key]!r}; use a fresh --model_dir"
+      )
+  state = manager.restore(
+    latest, args=ocp.args.Composite(state=ocp.args.StandardRestore(trainer.abstract_state))
+  )["state"]
+  logging.info("resumed from %s/%d", ckpt_dir, latest)
+  return state
+
+
+def _init_from_checkpoint(trainer: Trainer, init_checkpoint: str) -> PyTree:
+  """A step-0 state whose params come from ``init_checkpoint`` where the model has them.
+
+  Params the checkpoint lacks (a new projection, say) keep the seed's initialisation, so a
+  retriever can start from an mT5 or BERT checkpoint; they are logged, since a typo in a
+  param name would otherwise train that part from scratch unnoticed.
+  """
+  loaded = orbax_io.load_checkpoint(init_checkpoint)
+  fresh = jax.device_get(trainer._init_params(jax.random.key(trainer.seed)))
+  params, new = merge_imported_params(fresh, loaded.params, init_checkpoint)
+  if new:
+    logging.info("params not in %s (freshly initialised): %s", init_checkpoint, new)
+  return trainer.init_state(params)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cadence:
+  """When the loop stops, logs, evaluates and saves.
+
+  Each periodic job also runs at the last step, so a finished run always ends with a logged
+  loss, an eval (when there are eval batches) and a checkpoint whatever the periods are.
+  """
+
+  num_train_steps: int
+  log_every: int
+  eval_every: int
+  checkpoint_every: int
+  stop_at_step: int | None = None
+
+  def finished(self, step: int) -> bool:
+    """Whether the loop is done: all steps taken, or ``stop_at_step`` (a simulated kill)."""
+    if step >= self.num_train_steps:
+      return True
+    return self.stop_at_step is not None and step >= self.stop_at_step
+
+  def _due(self, step: int, every: int) -> bool:
+    return step % every == 0 or step == self.num_train_steps
+
+  def log_due(self, step: int) -> bool:
+    return self._due(step, self.log_every)
+
+  def eval_due(self, step: int) -> bool:
+    return self._due(step, self.eval_every)
+
+  def save_due(self, step: int) -> bool:
+    return self._due(step, self.checkpoint_every)
+
+
+class _Throughput:
+  """Steps and tokens per second of training time since the last report.
+
+  Eval and checkpoint saves run inside ``paused()``, so the rates measure training alone and
+  stay comparable between runs that evaluate or save at different periods.
+  """
+
+  def __init__(self) -> None:
+    self.restart()
+
+  def restart(self) -> None:
+    self.t0, self.tokens, self.steps = time.time(), 0, 0
+
+  def count(self, tokens: int) -> None:
+    self.tokens += tokens
+    self.steps += 1
+
+  def rates(self) -> dict[str, float]:
+    elapsed = max(time.time() - self.t0, 1e-9)
+    return {"steps_per_sec": self.steps / elapsed, "tokens_per_sec": self.tokens / elapsed}
+
+  @contextlib.contextmanager
+  def paused(self) -> Iterator[None]:
+    paused = time.time()
+    yield
+    self.t0 += time.time() - paused
+
+
+class _RunLog:
+  """Where a run's metrics go: TensorBoard (clu; or nowhere), metrics.jsonl on process 0,
+  the log, and the histories that ``TrainResult`` returns, all written at the same steps."""
+
+  def __init__(self, model_dir: str, tensorboard: bool) -> None:
+    self.writer = _metric_writer(model_dir, tensorboard)
+    self.path = xio.join(model_dir, "metrics.jsonl")
+    self.losses: dict[int, float] = {}
+    self.evals: dict[int, dict[str, float]] = {}
+
+  def train(self, step: int, num_train_steps: int, scalars: dict[str, float]) -> None:
+    self.losses[step] = scalars["loss"]
+    self.writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
+    _append_jsonl(self.path, {"step": step, "split": "train", **scalars})
+    logging.info(
+      "step %d/%d loss %.4f lr %.2e | %.2f steps/s %.0f tokens/s",
+      step,
+      num_train_steps,
+      scalars["loss"],
+      scalars.get("learning_rate", float("nan")),
+      scalars["steps_per_sec"],
+      scalars["tokens_per_sec"],
     )
-    logging.info("final model -> %s", os.path.join(model_dir, "final"))
-  return TrainResult(state, history, eval_history)
+
+  def eval(self, step: int, result: dict[str, float]) -> None:
+    self.evals[step] = result
+    self.writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()})
+    _append_jsonl(self.path, {"step": step, "split": "eval", **result})
+    logging.info("eval step %d: %s", step, " ".join(f"{k} {v:.4f}" for k, v in result.items()))
+
+  def flush(self) -> None:
+    self.writer.flush()
+
+
+@dataclasses.dataclass
+class _Loop:
+  """The step loop and the jobs it runs between steps (log, eval, save), one method each."""
+
+  trainer: Trainer
+  manager: ocp.CheckpointManager
+  meta: dict[str, Any]
+  log: _RunLog
+  cadence: _Cadence
+  eval_batches: BatchFactory | None
+  eval_steps: int
+
+  def run(
+    self, state: PyTree, start: int, batches: Iterator[dict[str, np.ndarray]]
+  ) -> tuple[PyTree, int]:
+    """Steps from ``start`` until the cadence says stop; the final state and step.
+
+    The step is counted on the host: reading it back from the state would make the host
+    wait for the device at every step.
+    """
+    meter = _Throughput()
+    step = start
+    while not self.cadence.finished(step):
+      host_batch = next(batches)
+      tokens = self.trainer.task.count_tokens(host_batch) * jax.process_count()
+      state, metrics = self.trainer.train_step(state, host_batch)
+      step += 1
+      meter.count(tokens)
+      if self.cadence.log_due(step):
+        self._log_train(step, metrics, meter)
+      with meter.paused():
+        self._eval_and_save(step, state)
+    return state, step
+
+  def _log_train(self, step: int, metrics: dict, meter: _Throughput) -> None:
+    scalars = _scalars(metrics)
+    scalars.update(meter.rates())
+    self.log.train(step, self.cadence.num_train_steps, scalars)
+    meter.restart()
+
+  def _eval_and_save(self, step: int, state: PyTree) -> None:
+    if self.eval_batches is not None and self.cadence.eval_due(step):
+      result = evaluate(self.trainer, state["params"], self.eval_batches, self.eval_steps)
+      self.log.eval(step, result)
+    if self.cadence.save_due(step):
+      _save_checkpoint(self.manager, step, state, self.meta)
+
+
+def _save_checkpoint(
+  manager: ocp.CheckpointManager, step: int, state: PyTree, meta: dict[str, Any]
+) -> None:
+  """The state with the run's meta beside it; ``_resume`` checks the meta before restoring."""
+  manager.save(
+    step,
+    args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave({**meta, "step": step})
+    ),
+  )
+
+
+def _export_to_final(
+  model_dir: str,
+  state: PyTree,
+  task: ModelTask,
+  vocabulary: str | None,
+  init_checkpoint: str | None,
+  language_tags: bool,
+) -> None:
+  """The finished model as ``model_dir/final``: the format search, encode and generate load."""
+  final = os.path.join(model_dir, "final")
+  export_final(final, state["params"], task, vocabulary, init_checkpoint, language_tags)
+  logging.info("final model -> %s", final)
 
 
 class _NoWriter:
