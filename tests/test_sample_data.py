@@ -1,14 +1,21 @@
-"""The shipped sample: deterministic, well-formed, and every answer is in its gold passage."""
+"""The shipped sample: deterministic, well-formed, every answer in its gold passage, and hard
+enough that word matching (BM25) is clearly below 100 while staying above chance."""
 
+import collections
 import csv
 import json
 
-from xtr_jax.experiments import sample_data
+from xtr_jax.evaluation import io
+from xtr_jax.experiments import bm25, sample_data
 
 
 def _read(path):
   with open(path, encoding="utf-8") as f:
     return f.read()
+
+
+def _jsonl(path):
+  return [json.loads(line) for line in _read(path).splitlines()]
 
 
 def test_sample_is_deterministic_and_consistent(tmp_path):
@@ -21,21 +28,103 @@ def test_sample_is_deterministic_and_consistent(tmp_path):
     rows = list(csv.reader(f, delimiter="\t"))
   assert rows[0] == ["id", "text", "title"]
   passages = {r[0]: r[1] for r in rows[1:]}
-  assert len(passages) == 40  # two passages per town
+  assert len(passages) == 20 * sample_data.PASSAGES_PER_TOWN
 
-  dev = [json.loads(line) for line in _read(a["dev"]).splitlines()]
+  dev = _jsonl(a["dev"])
   qrels = {}
   for line in _read(a["qrels"]).splitlines():
     qid, _, pid, rel = line.split()
     assert rel == "1"
     qrels[qid] = pid
-  assert {q["id"] for q in dev} == set(qrels)
+  assert {q["id"] for q in dev} == set(qrels) and len(dev) == len(qrels)
   assert {q["lang"] for q in dev} <= set(sample_data.LANGUAGES)
   for q in dev:
     # The XOR R@kt metric needs the answer string inside the gold passage.
     assert q["answers"][0] in passages[qrels[q["id"]]]
+    assert not qrels[q["id"]].endswith("_2")  # the transport passage answers nothing
 
+  # Every training question names its town: in Latin letters or in its language's script
+  # (less the last letter, which Russian declension may change).
+  towns = {t["title"]: t for t in sample_data.make_world(20)}
   for code in sample_data.LANGUAGES:
-    recs = [json.loads(x) for x in _read(f"{a['swim_ir_dir']}/{code}.jsonl").splitlines()]
+    recs = _jsonl(f"{a['swim_ir_dir']}/{code}.jsonl")
     assert recs and all(set(r) == {"_id", "lang", "code", "query", "title", "text"} for r in recs)
-    assert all(r["code"] == code and r["title"] in r["query"] for r in recs)
+    for r in recs:
+      town = towns[r["title"]]
+      forms = {town["name"], sample_data.name_in_script(town, code)}
+      assert r["code"] == code and any(f[:-1] in r["query"] for f in forms), r
+
+
+def test_names_are_transliterated_and_inflected_regularly():
+  lanor = {"name": "Lanor", "parts": ((("l", "a"), ("n", "o")), "r"), "namesakes": False}
+  scripts = {c: sample_data.name_in_script(lanor, c) for c in sample_data.LANGUAGES}
+  assert scripts == {
+    "ar": "لانور",
+    "bn": "লানোর",
+    "fi": "Lanor",
+    "ja": "ラノル",
+    "ko": "라노르",
+    "ru": "Ланор",
+    "te": "లానోర్",
+  }
+  ask = sample_data.question
+  assert ask(lanor, "population", "fi") == "Mikä on Lanorin väkiluku?"
+  assert ask(lanor, "population", "ru", native=True) == "Каково население Ланора?"
+  assert ask(lanor, "population", "ru") == "Каково население Lanor?"  # Latin: not declined
+  assert ask(lanor, "founded", "ko", native=True) == "라노르는 언제 설립되었습니까?"
+  assert ask(lanor, "founded", "ko") == "Lanor은 언제 설립되었습니까?"
+  # A name shared by two towns: the question says which region, in its own language.
+  namesake = {**lanor, "namesakes": True, "region": "Highlands"}
+  assert ask(namesake, "mayor", "ru", native=True) == "Кто мэр Ланора (Нагорье)?"
+  assert ask(namesake, "founded", "ja", native=True) == "ラノル（高地地方）はいつ設立されましたか？"
+  # Hangul syllables compose with a final consonant (ㄴ) where the coda allows it.
+  kesan = {"name": "Kesan", "parts": ((("k", "e"), ("s", "a")), "n"), "namesakes": False}
+  assert sample_data.name_in_script(kesan, "ko") == "케산"
+  assert ask(kesan, "river", "ko", native=True) == "케산은 어느 강에 위치해 있습니까?"
+
+
+def test_world_has_namesakes_shared_rivers_and_native_script_questions(tmp_path):
+  towns = sample_data.make_world(120)
+  assert len({t["key"] for t in towns}) == len({t["title"] for t in towns}) == 120
+  names = collections.Counter(t["name"] for t in towns)
+  assert 0 < sum(n for n in names.values() if n > 1) < 60 and max(names.values()) == 2
+  for name, n in names.items():
+    if n > 1:  # namesakes live in different regions
+      assert len({t["region"] for t in towns if t["name"] == name}) == n
+  rivers = collections.Counter((t["region"], t["river"]) for t in towns)
+  assert max(rivers.values()) > 1
+  for town in towns:
+    transport = sample_data.passages_of(town)[2]
+    assert transport.count(town["name"]) == 2 and all(n in transport for n in town["neighbours"])
+
+  paths = sample_data.write_sample(tmp_path, num_towns=120)
+  dev = _jsonl(paths["dev"])
+  by_key = {t["key"]: t for t in towns}
+  native = collections.Counter()
+  for q in dev:
+    town = by_key[q["id"].split("-", 2)[2].rsplit("-", 1)[0]]
+    if town["namesakes"]:
+      assert sample_data.REGIONS[town["region"]][q["lang"]] in q["question"]
+    if q["lang"] in sample_data.SCRIPT_OF:
+      native[sample_data.name_in_script(town, q["lang"])[:-1] in q["question"]] += 1
+    else:
+      assert town["name"] in q["question"]  # Finnish keeps the Latin name
+  share = native[True] / sum(native.values())
+  assert abs(share - sample_data.NATIVE_NAME_SHARE) < 0.1
+
+
+def test_bm25_is_above_chance_and_clearly_below_perfect(tmp_path):
+  """Word matching finds the gold passage when the question writes the name as the passage
+  does (and the tokenizer splits it off), and is near chance otherwise."""
+  paths = sample_data.write_sample(tmp_path, num_towns=40)
+  queries = io.read_queries(paths["dev"])
+  corpus = bm25.read_corpus_with_titles(paths["corpus"])
+  gold = {line.split()[0]: line.split()[2] for line in _read(paths["qrels"]).splitlines()}
+  run = bm25.bm25_run(queries, corpus, k=20)
+  hits = collections.defaultdict(list)
+  for qid, query in queries.items():
+    hits[query.lang].append(gold[qid] in {pid for pid, _ in run[qid]})
+  recall = 100 * sum(sum(h) / len(h) for h in hits.values()) / len(hits)  # macro, as reported
+  chance = 100 * 20 / len(corpus)
+  assert len(corpus) == 120 and len(hits) == len(sample_data.LANGUAGES)
+  assert chance + 20 < recall < 90, (chance, recall)
