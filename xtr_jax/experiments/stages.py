@@ -362,18 +362,42 @@ def _tokenizer_bindings(plan: TrainPlan, sweep_dir: pathlib.Path) -> tuple[list[
   return [f"VOCAB = '{vocabulary}'"], {"vocabulary": os.path.abspath(vocabulary)}
 
 
-# Bindings that only phase 2 reads: configurations sharing a phase 1 may differ in them.
-_PHASE2_ONLY = re.compile(r"^(FEW_SHOT_\w*|ADAPT_\w*|PHASE1|(stages\.)?TrainPlan\.\w+) = ")
+# Configurables the training of a phase 1 does not read (selection, phase 2, index, search,
+# generation, evaluation): configurations sharing a phase 1 may differ in them.
+_NOT_TRAINING = frozenset({
+  "TrainPlan", "IndexPlan", "SearchPlan", "GeneratePlan", "EncodeParams", "SearchParams",
+  "ScannParams", "CompactParams", "index_settings", "evaluate_stage", "bm25_stage", "sweep_spec",
+})  # fmt: skip
+_MACRO_REF = re.compile(r"%([A-Za-z_][\w.]*)")
+_BINDING_START = re.compile(r"^[A-Za-z_][\w./]* = ")
 
 
 def _phase1_config_digest(bindings: Sequence[str], overrides: Sequence[str]) -> str:
-  """The training settings of a phase 1 (model, steps, optimizer, batches, ...): its parsed
-  gin config without what only the pair selection or phase 2 reads (the pairs themselves
-  are digested separately), so a shared phase 1 is never reused for another model."""
+  """The training settings of a phase 1 (model, steps, optimizer, batches, ...): the bindings
+  of its parsed gin config that training reads, with the macros they use (the pairs are
+  digested separately), so a shared phase 1 is never reused for another model."""
   with isolated_gin([*bindings, *overrides]):
-    text = re.sub(r"\\\n\s*", " ", gin.config_str())
-  kept = [line for line in text.splitlines() if not _PHASE2_ONLY.match(line)]
-  return hashlib.sha1("\n".join(kept).encode("utf-8")).hexdigest()
+    text = gin.config_str()
+  lines: list[str] = []
+  for raw in text.splitlines():  # one entry per binding: continuation lines joined
+    if _BINDING_START.match(raw):
+      lines.append(raw.rstrip("\\ "))
+    elif lines and raw.strip() and not raw.startswith(("#", "import ", "from ")):
+      lines[-1] += " " + raw.strip().rstrip("\\ ")
+  macros = {k: line for line in lines if "." not in (k := line.split(" = ", 1)[0])}
+  kept = set()
+  for line in lines:
+    key = line.split(" = ", 1)[0]
+    if key in macros or key.rsplit(".", 1)[0].split("/")[-1].split(".")[-1] in _NOT_TRAINING:
+      continue
+    kept.add(line)
+  todo = list(kept)
+  while todo:  # the macros the kept bindings refer to, transitively
+    for name in _MACRO_REF.findall(todo.pop()):
+      if name in macros and macros[name] not in kept:
+        kept.add(macros[name])
+        todo.append(macros[name])
+  return hashlib.sha1("\n".join(sorted(kept)).encode("utf-8")).hexdigest()
 
 
 def _train_phase1(
