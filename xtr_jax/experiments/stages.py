@@ -52,7 +52,7 @@ from xtr_jax.index import build as index_build
 from xtr_jax.index import cli as index_cli
 from xtr_jax.index.encode import EncodeParams, TokenEncoder, passage_text
 from xtr_jax.index.retriever import Retriever, SearchParams, load_model
-from xtr_jax.io import atomic_write_bytes, atomic_write_json
+from xtr_jax.io import atomic_write_bytes, atomic_write_json, replace_dir
 from xtr_jax.models.xtr import RetrievalEncoder, output_dim
 from xtr_jax.training import inputs, optimizers, trainer
 from xtr_jax.xqg import generate as xqg_generate
@@ -598,20 +598,6 @@ def _load_retrieval(checkpoint: str) -> LoadedModel:
   return LoadedModel(checkpoint, params, config, proj_dim, fingerprint, extra, tokenizer)
 
 
-def _replace_dir_with(output: pathlib.Path, write) -> None:
-  """Writes a new ``output`` folder through ``write(tmp)``; the old one goes only once the new
-  one is complete on disk."""
-  tmp, old = output.parent / f".{output.name}.tmp", output.parent / f".{output.name}.old"
-  for stale in (tmp, old):
-    shutil.rmtree(stale, ignore_errors=True)
-  tmp.mkdir()
-  write(tmp)
-  if output.exists():
-    output.rename(old)
-  tmp.rename(output)
-  shutil.rmtree(old, ignore_errors=True)
-
-
 def _dense_index(
   plan: IndexPlan, model: LoadedModel, output: pathlib.Path, generated: pathlib.Path
 ) -> dict:
@@ -641,7 +627,11 @@ def _dense_index(
     meta = {"checkpoint": model.checkpoint, "passage_ids": [p.id for p in passages]}
     atomic_write_json(str(tmp / "dense.json"), meta)
 
-  _replace_dir_with(output, write)
+  tmp = output.parent / f".{output.name}.tmp"
+  shutil.rmtree(tmp, ignore_errors=True)
+  tmp.mkdir()
+  write(tmp)
+  replace_dir(tmp, output)  # the old index goes only once the new one is complete
   return {"num_passages": len(passages), "dense": 1}
 
 

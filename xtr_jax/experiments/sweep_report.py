@@ -158,15 +158,18 @@ def render(
   baselines = _baselines(records, scores, x)
   lines = [f"# Sweep {name}: report", ""]
   lines += _status_lines(records)
+  # Each point's bootstrap once per metric: the tables and the plot all read these.
+  summaries = {
+    m: {c: point_summary(s["per_query"][m], s["lang"]) for c, s in scores.items()} for m in metrics
+  }
   for metric in metrics:
-    summaries = {c: point_summary(s["per_query"][metric], s["lang"]) for c, s in scores.items()}
-    lines += _point_table(metric, points, baselines, summaries, x, series)
+    lines += _point_table(metric, points, baselines, summaries[metric], x, series)
     lines += _paired_table(metric, points, scores, x, series)
     lines += _explicit_pairs_table(metric, pairs, scores)
-  lines += _language_table(metrics[0], points, baselines, scores, x, series)
+  lines += _language_table(metrics[0], points, baselines, summaries[metrics[0]])
   report = dest / "report.md"
   xio.atomic_write_text(str(report), "\n".join(lines) + "\n")
-  plot(dest / f"{name}.png", metrics[0], points, baselines, scores, x, series, name)
+  plot(dest / f"{name}.png", metrics[0], points, baselines, summaries[metrics[0]], x, series, name)
   return report
 
 
@@ -234,9 +237,9 @@ def _explicit_pairs_table(metric, pairs, scores) -> list[str]:
   return [*lines, ""]
 
 
-def _language_table(metric, points, baselines, scores, x, series) -> list[str]:
+def _language_table(metric, points, baselines, summaries) -> list[str]:
   configs = [c for pts in points.values() for _, c in pts] + baselines
-  per = {c: point_summary(scores[c]["per_query"][metric], scores[c]["lang"]) for c in configs}
+  per = {c: summaries[c] for c in configs}
   langs = sorted({k for s in per.values() for k in s["per_lang"]})
   lines = [f"## {metric} per language", "", "| config | " + " | ".join(langs) + " | macro |"]
   lines.append("|---|" + "---:|" * (len(langs) + 1))
@@ -246,7 +249,7 @@ def _language_table(metric, points, baselines, scores, x, series) -> list[str]:
   return [*lines, ""]
 
 
-def plot(path, metric, points, baselines, scores, x, series, title) -> None:
+def plot(path, metric, points, baselines, summaries, x, series, title) -> None:
   """Macro ``metric`` against ``x``, one line per series value, 95% intervals as error bars;
   baselines (configurations without ``x``, e.g. BM25) as dashed lines."""
   import matplotlib  # noqa: PLC0415
@@ -256,14 +259,14 @@ def plot(path, metric, points, baselines, scores, x, series, title) -> None:
 
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for s, pts in points.items():
-    sums = [point_summary(scores[c]["per_query"][metric], scores[c]["lang"]) for _, c in pts]
+    sums = [summaries[c] for _, c in pts]
     xs = [xv for xv, _ in pts]
     ys = [v["macro"] for v in sums]
     err = [[y - v["ci"][0] for y, v in zip(ys, sums)], [v["ci"][1] - y for y, v in zip(ys, sums)]]
     label = f"{series} = {s}" if series else "macro"
     ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, linewidth=2, label=label)
   for c in baselines:
-    v = point_summary(scores[c]["per_query"][metric], scores[c]["lang"])["macro"]
+    v = summaries[c]["macro"]
     ax.axhline(v, color="grey", linestyle="--", linewidth=1.2, label=c)
   ax.set_xlabel(x)
   ax.set_ylabel(f"{metric} (macro, %)")
