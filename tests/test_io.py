@@ -164,3 +164,20 @@ def test_replace_dir_swaps_whole_directories(tmp_path):
   assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # nor left aside
   with pytest.raises(ValueError, match=r"replace_dir\(gs://B/ckpt\): a remote directory"):
     xio.replace_dir(new, "gs://B/ckpt")
+
+
+def test_train_command_writes_its_config_to_a_remote_model_dir(memory_gcs, monkeypatch):
+  """``xtr-jax train --model_dir gs://...``: the directory and config.gin go through the path
+  layer (before, os.makedirs made a local ./gs:/ folder); training gets the gs:// path."""
+  from xtr_jax import partitioning
+  from xtr_jax.training import train, trainer
+
+  seen = []
+  monkeypatch.setattr(trainer, "train", lambda model_dir, stop_at_step=None: seen.append(model_dir))
+  monkeypatch.setattr(partitioning, "maybe_initialize_distributed", lambda: None)
+  try:
+    assert train.main(["--model_dir", "gs://bucket/run", "--gin.TRAIN_STEPS=7"]) == 0
+    assert seen == ["gs://bucket/run"]
+    assert "TRAIN_STEPS = 7" in xio.read_text("gs://bucket/run/config.gin")
+  finally:
+    gin.clear_config()

@@ -118,9 +118,14 @@ class GeneratedQueries:
   generated_queries: dict[str, list[str]]
 
 
-def passage_text(title: str, text: str) -> str:
-  """The text a passage is trained on: ``title text`` (title omitted when empty)."""
-  return f"{title} {text}" if title else text
+def passage_text(title: str, text: str, template: str | None = None, id: str = "") -> str:
+  """The text a passage is trained on and encoded as: ``title text`` (title omitted when
+  empty), the one rule every wing uses so that an index sees what training saw. An index may
+  record another ``template`` (``EncodeParams.passage_template``, with ``{title}``, ``{text}``
+  and ``{id}``; the result stripped)."""
+  if template is None:
+    return f"{title} {text}" if title else text
+  return template.format(title=title, text=text, id=id).strip()
 
 
 # ----------------------------------------------------------------------------- lines

@@ -50,7 +50,7 @@ from xtr_jax.evaluation import io as eval_io
 from xtr_jax.index import augment as index_augment
 from xtr_jax.index import build as index_build
 from xtr_jax.index import cli as index_cli
-from xtr_jax.index.encode import EncodeParams, TokenEncoder, passage_text
+from xtr_jax.index.encode import EncodeParams, TokenEncoder, text_to_encode
 from xtr_jax.index.retriever import Retriever, SearchParams, load_model
 from xtr_jax.io import atomic_write_bytes, atomic_write_json, replace_dir
 from xtr_jax.models.xtr import RetrievalEncoder, output_dim
@@ -604,7 +604,7 @@ def _dense_index(
   """One mean-pooled vector per passage (+ the xQG single-vector augmentation)."""
   params = EncodeParams()
   passages = list(read_corpus(plan.corpus))
-  ids = model.tokenizer.encode([passage_text(p) for p in passages], params.max_length)
+  ids = model.tokenizer.encode([text_to_encode(p, params) for p in passages], params.max_length)
   dense = DenseEncoder(model.params, model.config, model.proj_dim)
   vectors = dense.encode(ids, params.batch_size, params.max_length)
   if plan.augment:  # single-vector xQG augmentation, as in the xQG code

@@ -28,6 +28,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 import gin
 from xtr_jax import partitioning
+from xtr_jax.data import formats
 from xtr_jax.data.formats import Passage, read_corpus
 from xtr_jax.data.tokenizer import (
   Tokenizer,
@@ -55,10 +56,9 @@ CPU_TOKEN_BUDGET = 2048
 ACCELERATOR_TOKEN_BUDGET = 8192
 
 
-@gin.configurable
-def passage_text(passage: Passage, template: str = "{title} {text}") -> str:
-  """The text encoded for a passage; ``template`` may use ``{title}``, ``{text}``, ``{id}``."""
-  return template.format(title=passage.title, text=passage.text, id=passage.id).strip()
+def text_to_encode(passage: Passage, params: EncodeParams) -> str:
+  """The text ``params`` encodes for ``passage`` (``formats.passage_text`` with its template)."""
+  return formats.passage_text(passage.title, passage.text, params.passage_template, passage.id)
 
 
 # ---------------------------------------------------------------------------- encoder
@@ -211,6 +211,9 @@ class EncodeParams:
   # windows, as multilingual-E5's reference engine computes it).
   long_text: str = "truncate"
   lowercase: bool = False
+  # None: ``title text`` as in training (formats.passage_text); else a template with
+  # {title}, {text}, {id}. Recorded in the manifest, so explanations re-tokenise alike.
+  passage_template: str | None = None
 
 
 def encode_passages(
@@ -292,7 +295,7 @@ def encode_corpus(
   done = {s["index"] for s in record["shards"]}
 
   def flush(index: int, first_row: int, batch: list[Passage]) -> None:
-    vecs = encode_passages(encoder, tokenizer, [passage_text(p) for p in batch], params)
+    vecs = encode_passages(encoder, tokenizer, [text_to_encode(p, params) for p in batch], params)
     lengths = np.array([v.shape[0] for v in vecs], np.int64)
     vectors = np.concatenate(vecs, axis=0).astype(np.float16)
     t2p = np.repeat(np.arange(first_row, first_row + len(batch), dtype=np.int32), lengths)

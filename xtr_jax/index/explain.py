@@ -14,18 +14,18 @@ the text first (``encode.encode_corpus``), so a token's position is its id minus
 passage's first token id. Tokens after ``num_corpus_tokens`` are xQG question vectors
 appended to a passage (``store.build_index(extra_vectors=...)``): they have no position in
 the text and are marked ``source='xqg'``. The pieces come from tokenising the passage again
-as the index did (``passage_text``, ``manifest['encode']``); if that does not give as many
-pieces as the passage has tokens (e.g. another ``passage_text`` template at build time) the
-pieces are left out and the positions and scores still stand.
+as the index did (``formats.passage_text`` with the template in ``manifest['encode']``); if
+that does not give as many pieces as the passage has tokens (e.g. an index built by other
+code) the pieces are left out and the positions and scores still stand.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from xtr_jax.data.formats import passage_text
 from xtr_jax.data.tokenizer import split_windows
 from xtr_jax.index.corpus_text import CorpusTexts
-from xtr_jax.index.encode import passage_text
 from xtr_jax.index.xtr_search import passage_token_groups
 
 Hits = tuple[np.ndarray, np.ndarray, np.ndarray]  # token ids, passage rows, scores: [n, k']
@@ -111,7 +111,10 @@ class Explainer:
     max_length = int(enc.get("max_length", 256))
     window = enc.get("long_text", "truncate") == "window"
     ids = r.tokenizer.encode(
-      [passage_text(passage)], 1 << 30 if window else max_length, r.lowercase, role="passage"
+      [passage_text(passage.title, passage.text, enc.get("passage_template"), passage.id)],
+      1 << 30 if window else max_length,
+      r.lowercase,
+      role="passage",
     )[0]
     ids = [
       i for w in split_windows(ids, max_length, getattr(r.tokenizer, "bos_id", None)) for i in w

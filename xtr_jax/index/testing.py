@@ -91,7 +91,7 @@ def make_tiny_setup(directory: str, num_passages: int = 80, seed: int = 0) -> Ti
   return TinySetup(corpus, queries, vocabulary, checkpoint, pids)
 
 
-def build_tiny_index(setup: TinySetup, output_dir: str) -> str:
+def build_tiny_index(setup: TinySetup, output_dir: str, passage_template: str | None = None) -> str:
   """A brute-force token index of ``setup``'s corpus with its checkpoint (tests, benchmarks)."""
   from xtr_jax.data.tokenizer import Tokenizer  # noqa: PLC0415
   from xtr_jax.index.build import build_from_corpus  # noqa: PLC0415
@@ -102,6 +102,6 @@ def build_tiny_index(setup: TinySetup, output_dir: str) -> str:
   build_from_corpus(
     setup.corpus, output_dir, params, config, proj_dim=proj_dim, model_fingerprint=fp,
     tokenizer=Tokenizer(setup.vocabulary), checkpoint=setup.checkpoint,
-    encode_params=EncodeParams(buckets=(64,)), backend="brute_force", progress=False,
+    encode_params=EncodeParams(buckets=(64,), passage_template=passage_template), backend="brute_force", progress=False,
   )  # fmt: skip
   return output_dir

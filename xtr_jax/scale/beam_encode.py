@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from xtr_jax.index.encode import PROGRESS, EncodeParams, passage_text
+from xtr_jax.index.encode import PROGRESS, EncodeParams, text_to_encode
 from xtr_jax.io import atomic_save_npy, atomic_write_json
 from xtr_jax.scale import shards
 
@@ -55,7 +55,7 @@ class EncodeShardWork:
     t0 = time.time()
     p = self.params
     rows = shards.read_shard(self.corpus, spec)
-    texts = [passage_text(_as_passage(r)) for r in rows]
+    texts = [text_to_encode(_as_passage(r), p) for r in rows]
     ids = self.tokenizer.encode(texts, p.max_length, p.lowercase)
     vecs = self.encoder.encode_tokens(ids, p.batch_size, p.max_length, p.buckets)
     lengths = np.array([v.shape[0] for v in vecs], np.int64)

@@ -16,12 +16,12 @@ path:
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
 import gin
+from xtr_jax import io as xio
 from xtr_jax.data import vocab
 from xtr_jax.data.pairs import is_heldout, iter_pair_rows, lowercased, read_pairs  # noqa: F401
 
@@ -68,7 +68,7 @@ def pair_tokenizer(
     return _checkpoint_tokenizer(tokenizer_checkpoint)
   from xtr_jax.data.tokenizer import SentencePieceTokenizer  # noqa: PLC0415
 
-  if not os.path.exists(vocabulary):
+  if not xio.exists(vocabulary):
     if not train_vocab_size:
       raise FileNotFoundError(f"SentencePiece model {vocabulary!r} not found")
     records = read_pairs(pattern)

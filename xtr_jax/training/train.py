@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 import gin
+from xtr_jax import io as xio
 from xtr_jax.gin_utils import parse_args_with_gin
 
 
@@ -22,15 +22,14 @@ def main(argv: list[str] | None = None) -> int:
   )
   parser.add_argument("--stop_at_step", type=int, default=None, help=argparse.SUPPRESS)
   args = parse_args_with_gin(parser, argv)
-  if os.path.isfile(args.model_dir):
+  if xio.isfile(args.model_dir):
     parser.error(f"--model_dir {args.model_dir}: is a file, expected a directory")
   # Logging is set up by xtr-jax (xtr_jax/cli.py): INFO, third-party chatter off.
   from xtr_jax import partitioning
   from xtr_jax.training import trainer
 
   partitioning.maybe_initialize_distributed()
-  os.makedirs(args.model_dir, exist_ok=True)
-  with open(os.path.join(args.model_dir, "config.gin"), "w", encoding="utf-8") as f:
-    f.write(gin.config_str())
+  xio.makedirs(args.model_dir)  # local or gs://, like the checkpoints written there
+  xio.atomic_write_text(xio.join(args.model_dir, "config.gin"), gin.config_str())
   trainer.train(args.model_dir, stop_at_step=args.stop_at_step)
   return 0

@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -658,7 +657,7 @@ def _export_to_final(
   language_tags: bool,
 ) -> None:
   """The finished model as ``model_dir/final``: the format search, encode and generate load."""
-  final = os.path.join(model_dir, "final")
+  final = xio.join(model_dir, "final")
   export_final(final, state["params"], task, vocabulary, init_checkpoint, language_tags)
   logging.info("final model -> %s", final)
 
