@@ -16,7 +16,6 @@ import ir_measures
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_io import memory_gcs  # noqa: F401  (the in-memory gs:// fixture)
 
 from xtr_jax import io as xio
 from xtr_jax.data import formats
@@ -114,7 +113,7 @@ def test_real_corpus_reads_as_the_index_read_it(shared_data):
   assert len(got) == 9310 and got == [formats.Passage(*r) for r in rows]
 
 
-def test_corpus_on_a_remote_filesystem(memory_gcs):  # noqa: F811
+def test_corpus_on_a_remote_filesystem(memory_gcs):
   passages = [formats.Passage("p1", 'a "b"', "T"), formats.Passage("p2", "c", "")]
   formats.write_corpus("gs://bucket/corpus.tsv", passages)
   assert list(formats.read_corpus("gs://bucket/corpus.tsv")) == passages

@@ -3,7 +3,7 @@
 The remote half runs offline against ``gs://`` paths served by fsspec's in-memory filesystem
 (registered as the ``gs`` protocol, with epath told to use its fsspec backend), so the same
 code path that reaches GCS on a pod (epath; gfile there, fsspec here) is exercised, not
-``os``.
+``os``. The ``memory_gcs`` fixture lives in conftest.py, so every wing's tests can use it.
 """
 
 from __future__ import annotations
@@ -13,48 +13,10 @@ import re
 
 import numpy as np
 import pytest
-from fsspec.implementations.memory import MemoryFileSystem
 
 import gin
 from xtr_jax import gin_utils
 from xtr_jax import io as xio
-
-
-class _MemoryGcs(MemoryFileSystem):
-  """An in-memory ``gs://`` that names objects like gcsfs does (``bucket/key``, no root)."""
-
-  protocol = ("gs", "gcs")
-  store: dict = {}
-  pseudo_dirs = [""]
-
-  def __init__(self, *args, finalize_on_close=None, **kwargs):  # epath passes gcsfs's flag
-    super().__init__(*args, **kwargs)
-
-  @classmethod
-  def _strip_protocol(cls, path):
-    for prefix in ("gs://", "gcs://"):
-      if path.startswith(prefix):
-        path = path[len(prefix) :]
-    return path.strip("/")
-
-
-@pytest.fixture
-def memory_gcs(monkeypatch):
-  import fsspec
-  from etils.epath import backend, gpath
-
-  # epath picks tf.io.gfile for gs:// when TensorFlow is installed (what a pod uses); here its
-  # fsspec backend, which EPATH_USE_TF=0 selects. The choice is cached, so patch it too.
-  monkeypatch.setenv("EPATH_USE_TF", "0")
-  monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)
-  for name in ("gs", "gcs"):
-    fsspec.register_implementation(name, _MemoryGcs, clobber=True)
-  backend.fsspec_backend._get_filesystem.cache_clear()
-  _MemoryGcs.store.clear()
-  _MemoryGcs.pseudo_dirs[:] = [""]
-  yield _MemoryGcs.store
-  backend.fsspec_backend._get_filesystem.cache_clear()
-  _MemoryGcs.store.clear()
 
 
 def test_remote_paths_are_never_made_local():
@@ -94,6 +56,10 @@ def test_read_write_glob_replace_round_trip(root, tmp_path, memory_gcs):
     np.testing.assert_array_equal(np.load(f), np.arange(6).reshape(2, 3))
   digest = hashlib.sha256("héllo".encode()).hexdigest()[:32]
   assert xio.file_fingerprint(xio.join(base, "sub", "a.json")) == "sha256:" + digest
+  assert xio.getsize(xio.join(base, "d.bin")) == 2
+  assert xio.getsize(xio.join(base, "log.jsonl")) == 4
+  with pytest.raises(FileNotFoundError):
+    xio.getsize(xio.join(base, "nope"))
   xio.remove(xio.join(base, "d.bin"))
   xio.rmtree(xio.join(base, "sub"))
   assert not xio.exists(xio.join(base, "sub", "a.json")) and not xio.exists(xio.join(base, "d.bin"))

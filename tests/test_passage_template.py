@@ -42,4 +42,6 @@ def test_index_records_its_template_and_explanations_reuse_it(tiny, tmp_path, te
     pieces = [sp.id_to_piece(i) for i in sp.encode(text)] + ["</s>"]
     assert explainer.passage_pieces(row) == pieces
     lengths.append(len(pieces))
-  assert sum(lengths) == len(retriever.index.token_to_passage)  # the index encoded exactly those texts
+  assert sum(lengths) == len(
+    retriever.index.token_to_passage
+  )  # the index encoded exactly those texts

@@ -84,3 +84,29 @@ def test_generate_shards(setup, tmp_path):
   again = beam_generate.generate(setup.corpus, ckpt, out, ["ja", "ko"], shard_size=16,
                                  settings=settings, batch_size=8)  # fmt: skip
   assert again == stats  # all shards done: nothing rerun
+
+
+def test_generate_shards_to_gcs_equal_local(setup, tmp_path, memory_gcs):
+  """``--output_dir gs://...``: question shards and done markers land on the bucket."""
+  import jax
+
+  from xtr_jax import io as xio
+  from xtr_jax.checkpoints.orbax_io import save_checkpoint
+  from xtr_jax.models.config import tiny_config
+  from xtr_jax.models.t5 import Transformer, init_params
+  from xtr_jax.xqg.generate import DecodeSettings
+
+  ckpt = str(tmp_path / "mt5")
+  save_checkpoint(ckpt, init_params(tiny_config(), jax.random.PRNGKey(0), Transformer),
+                  tiny_config(), model_kind="mt5", extra={"vocabulary": setup.vocabulary})  # fmt: skip
+  kw = dict(shard_size=16, settings=DecodeSettings(strategy="greedy", max_input_length=16,
+            max_decode_length=4), batch_size=8)  # fmt: skip
+  local, remote = str(tmp_path / "gen"), "gs://bucket/gen"
+  a = beam_generate.generate(setup.corpus, ckpt, local, ["ja"], **kw)
+  b = beam_generate.generate(setup.corpus, ckpt, remote, ["ja"], **kw)
+  assert [s["questions"] for s in a] == [s["questions"] for s in b] == [16, 14]
+  assert sorted(memory_gcs) == sorted(f"bucket/gen/{n}" for n in os.listdir(local))
+  for i in range(2):
+    name = f"questions_{i:05d}.jsonl"
+    assert xio.read_bytes(xio.join(remote, name)) == (tmp_path / "gen" / name).read_bytes()
+  assert beam_generate.generate(setup.corpus, ckpt, remote, ["ja"], **kw) == b  # all done

@@ -70,6 +70,13 @@ def isdir(path: PathLike) -> bool:
   return _epath(path).is_dir() if is_remote(path) else os.path.isdir(path)
 
 
+def getsize(path: PathLike) -> int:
+  """The file's size in bytes (``os.path.getsize``); FileNotFoundError when it is missing."""
+  if not is_remote(path):
+    return os.path.getsize(path)
+  return _epath(path).stat().length
+
+
 def makedirs(path: PathLike) -> None:
   """``mkdir -p``; on object stores a no-op where directories do not exist."""
   if is_remote(path):

@@ -6,6 +6,8 @@ the same files ``xtr_jax.index.encode`` writes (``vectors_XXXXX.npy``, ``token_t
 XXXXX.npy`` with global passage rows, ``passage_ids_XXXXX.json``), then a ``done`` marker;
 the driver finally writes ``progress.json`` so ``encode.load_shards`` and the sharded index
 builder read the result. Beam is imported lazily: the per-shard work is plain Python.
+Every file goes through ``xtr_jax.io``, so ``--output_dir`` (and ``--corpus``) may be
+``gs://...``, as on a Dataflow job; Beam itself writes no files here.
 
   python -m xtr_jax.scale.beam_encode --corpus C.tsv --checkpoint CKPT --output_dir OUT \
     --shard_size 10000 -- --runner=DirectRunner --direct_num_workers=2
@@ -15,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import time
 
 import numpy as np
 
+from xtr_jax import io as xio
 from xtr_jax.index.encode import PROGRESS, EncodeParams, text_to_encode
 from xtr_jax.io import atomic_save_npy, atomic_write_json
 from xtr_jax.scale import shards
@@ -62,11 +64,9 @@ class EncodeShardWork:
     first = spec.first_row
     t2p = np.repeat(np.arange(first, first + len(rows), dtype=np.int32), lengths)
     i, out = spec.index, self.output_dir
-    atomic_save_npy(
-      os.path.join(out, f"vectors_{i:05d}.npy"), np.concatenate(vecs).astype(np.float16)
-    )
-    atomic_save_npy(os.path.join(out, f"token_to_passage_{i:05d}.npy"), t2p)
-    atomic_write_json(os.path.join(out, f"passage_ids_{i:05d}.json"), [r.id for r in rows])
+    atomic_save_npy(xio.join(out, f"vectors_{i:05d}.npy"), np.concatenate(vecs).astype(np.float16))
+    atomic_save_npy(xio.join(out, f"token_to_passage_{i:05d}.npy"), t2p)
+    atomic_write_json(xio.join(out, f"passage_ids_{i:05d}.json"), [r.id for r in rows])
     stats = {"index": i, "first_row": first, "passages": len(rows), "tokens": int(t2p.size),
              "seconds": round(time.time() - t0, 2), "model_fingerprint": self.fingerprint}  # fmt: skip
     shards.mark_done(out, i, stats)
@@ -88,7 +88,7 @@ def write_progress(output_dir: str, specs: list[shards.ShardSpec], settings: dic
     "complete": True,
     "num_passages": sum(s["passages"] for s in stats),
   }
-  atomic_write_json(os.path.join(output_dir, PROGRESS), record)
+  atomic_write_json(xio.join(output_dir, PROGRESS), record)
   return record
 
 
@@ -134,11 +134,11 @@ def run_pipeline(specs: list[shards.ShardSpec], work, beam_args: list[str] | Non
 def encode(corpus: str, checkpoint: str, output_dir: str, params: EncodeParams = EncodeParams(),
            beam_args: list[str] | None = None, vocabulary: str | None = None) -> dict:  # fmt: skip
   """Plans shards, runs the pending ones, writes ``progress.json``; returns it."""
-  os.makedirs(output_dir, exist_ok=True)
+  xio.makedirs(output_dir)
   specs = shards.plan_shards(corpus, params.shard_size)
   work = EncodeShardWork(corpus, checkpoint, output_dir, params, vocabulary)
   run_pipeline(specs, work, beam_args)
-  settings = {"corpus": os.path.abspath(corpus), "checkpoint": os.path.abspath(checkpoint),
+  settings = {"corpus": xio.abspath(corpus), "checkpoint": xio.abspath(checkpoint),
               "encode": dataclasses.asdict(params)}  # fmt: skip
   return write_progress(output_dir, specs, settings)
 

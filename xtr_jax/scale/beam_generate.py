@@ -8,6 +8,7 @@ the checkpoint once (``DoFn.setup``) and writes one ``questions_XXXXX.jsonl`` pe
 shard (the ``xtr-jax generate`` record layout: ``{"docid", "generated_queries": {lang:
 [...]}}``) atomically, then a ``done`` marker, so reruns skip finished shards. Sampling keys
 are ``fold_in(seed, passage row)``, so output does not depend on which worker ran a shard.
+Files go through ``xtr_jax.io``: ``--output_dir`` (and ``--corpus``) may be ``gs://...``.
 
   python -m xtr_jax.scale.beam_generate --corpus C.tsv --checkpoint GEN --languages ja,ko \
     --output_dir OUT --shard_size 10000 -- --runner=DirectRunner --direct_num_workers=2
@@ -18,9 +19,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import time
 
+from xtr_jax import io as xio
 from xtr_jax.io import atomic_write_bytes
 from xtr_jax.scale import shards
 from xtr_jax.scale.beam_encode import run_pipeline
@@ -69,7 +70,7 @@ class GenerateShardWork:
         gen = {c: qs for c, qs in zip(self.languages, per_lang)}
         questions += sum(len(q) for q in per_lang)
         lines.append(json.dumps({"docid": r.id, "generated_queries": gen}, ensure_ascii=False))
-    path = os.path.join(self.output_dir, f"questions_{spec.index:05d}.jsonl")
+    path = xio.join(self.output_dir, f"questions_{spec.index:05d}.jsonl")
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
     stats = {"index": spec.index, "first_row": spec.first_row, "passages": len(rows),
              "questions": questions, "seconds": round(time.time() - t0, 2)}  # fmt: skip
@@ -81,7 +82,7 @@ def generate(corpus: str, checkpoint: str, output_dir: str, languages: list[str]
              shard_size: int = 10_000, settings=None, batch_size: int = 16, seed: int = 0,
              beam_args: list[str] | None = None, vocabulary: str | None = None) -> list[dict]:  # fmt: skip
   """Plans shards, runs the pending ones; returns the per-shard stats."""
-  os.makedirs(output_dir, exist_ok=True)
+  xio.makedirs(output_dir)
   specs = shards.plan_shards(corpus, shard_size)
   work = GenerateShardWork(corpus, checkpoint, output_dir, languages, settings, batch_size,
                            seed, vocabulary)  # fmt: skip

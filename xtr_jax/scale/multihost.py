@@ -16,6 +16,8 @@ import argparse
 import json
 import os
 
+from xtr_jax import io as xio
+
 
 def main(argv: list[str] | None = None) -> int:
   ap = argparse.ArgumentParser(prog="python -m xtr_jax.scale.multihost")
@@ -76,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     "local_device_count": jax.local_device_count(),
     "losses": {str(k): v for k, v in sorted(result.losses.items())},
   }
-  with open(args.out, "w") as f:
-    json.dump(out, f)
+  xio.atomic_write_text(args.out, json.dumps(out))
   if args.num_processes > 1:
     jax.distributed.shutdown()
   return 0

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 
 import gin
+from xtr_jax import io as xio
 from xtr_jax.checkpoints.orbax_io import check_config_matches, load_checkpoint
 from xtr_jax.checkpoints.tokenizers import tokenizer_for
 from xtr_jax.cli import ArgumentParser
@@ -95,7 +95,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     settings.check()
   except ValueError as e:
     parser.error(str(e))
-  if not os.path.isfile(args.corpus):
+  if not xio.isfile(args.corpus):
     parser.error(f"--corpus {args.corpus}: file not found")
 
   ckpt = load_checkpoint(args.checkpoint)

@@ -17,6 +17,15 @@ passages done and the settings. A rerun with the same settings truncates the fil
 recorded sizes (dropping any half-written batch or line) and continues after the last finished
 passage. Sampling keys are derived from the seed and the passage position, so a resumed run
 writes the same bytes as an uninterrupted one.
+
+Remote output (``--output gs://...``): an object store has no append or truncate, and an
+object appears whole once uploaded. The recorded prefix of each file is read back once, new
+batches are appended in memory, and a commit re-uploads each whole file and then the progress
+file, once ``remote_commit_seconds`` have passed since the last (and at the end, or when the run
+stops on an error), so a crash loses at most that much work, which the rerun regenerates byte
+for byte.
+Each commit uploads the whole file; a corpus too large for that is what ``scale/
+beam_generate`` (one object per shard) is for.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from xtr_jax import io as xio
 from xtr_jax.data.languages import language_name
 from xtr_jax.data.readers import read_corpus
 from xtr_jax.data.xqg_prompt import xqg_input
@@ -216,17 +226,73 @@ def load_generator(
 # ------------------------------------------------------------------------ resumable output
 
 
-def _open_for_resume(path: str, size: int) -> object:
-  """Opens ``path`` for appending after truncating it to ``size`` bytes (drops partial work)."""
-  actual = os.path.getsize(path) if os.path.exists(path) else 0
+def _check_resumable(path: str, actual: int, size: int) -> None:
   if actual < size:
     raise RuntimeError(
       f"{path} has {actual} bytes but its progress file records {size}; the output was "
       "modified outside this command (delete it and its progress file to start over)"
     )
-  f = open(path, "ab")  # noqa: SIM115 (closed by the caller)
-  f.truncate(size)
-  return f
+
+
+class _LocalOutput:
+  """A local append-only file, truncated to the recorded size (``truncate`` and ``fsync``
+  need a local file; remote paths get ``_RemoteOutput``)."""
+
+  def __init__(self, path: str, size: int):
+    _check_resumable(path, xio.getsize(path) if xio.exists(path) else 0, size)
+    self.f = open(path, "ab")  # noqa: SIM115 (closed by close)
+    self.f.truncate(size)  # drops partial work
+
+  def write(self, data: bytes) -> None:
+    self.f.write(data)
+
+  def size(self) -> int:
+    return self.f.tell()
+
+  def sync(self, size: int) -> int:
+    """Makes the first ``size`` bytes (all written so far, here) durable; returns ``size``."""
+    self.f.flush()
+    os.fsync(self.f.fileno())
+    return size
+
+  def close(self) -> None:
+    self.f.close()
+
+
+class _RemoteOutput:
+  """A remote object grown in memory: its recorded prefix, then the new bytes. ``sync``
+  uploads the object's first ``size`` bytes in one upload, so it is replaced whole."""
+
+  def __init__(self, path: str, size: int):
+    self.path = path
+    actual = xio.getsize(path) if xio.exists(path) else 0
+    _check_resumable(path, actual, size)
+    self.data = bytearray()
+    if size:
+      with xio.open_file(path, "rb") as f:
+        self.data += f.read(size)  # drops partial work (at the next upload)
+    # -1: not yet as recorded (missing, or longer than the recorded size).
+    self.synced = size if actual == size and xio.exists(path) else -1
+
+  def write(self, data: bytes) -> None:
+    self.data += data
+
+  def size(self) -> int:
+    return len(self.data)
+
+  def sync(self, size: int) -> int:
+    if self.synced != size:
+      xio.atomic_write_bytes(self.path, bytes(self.data[:size]))
+      self.synced = size
+    return size
+
+  def close(self) -> None:
+    pass
+
+
+def _open_for_resume(path: str, size: int) -> _LocalOutput | _RemoteOutput:
+  """``path`` opened for appending after its first ``size`` bytes (later bytes dropped)."""
+  return (_RemoteOutput if xio.is_remote(path) else _LocalOutput)(path, size)
 
 
 def _batches(passages: Iterator, size: int) -> Iterator[list]:
@@ -252,28 +318,30 @@ def generate_corpus(
   fingerprint: str = "",
   progress: bool = True,
   max_batches: int | None = None,
+  remote_commit_seconds: float = 60.0,
 ) -> dict:
   """Generates questions for every passage of ``corpus``; resumes from ``output``'s progress.
 
   ``batch_size`` counts passages; each step decodes ``batch_size * len(languages)`` prompts.
-  ``max_batches`` stops early (for tests and for splitting a job into bounded runs).
+  ``max_batches`` stops early (for tests and for splitting a job into bounded runs). Local
+  output is committed after every batch; remote output (``gs://``) at most every
+  ``remote_commit_seconds`` (see the module docstring).
   """
   for code in languages:
     language_name(code)  # clear error for unknown codes
   settings = {
-    "corpus": os.path.abspath(corpus),
+    "corpus": xio.abspath(corpus),
     "languages": languages,
     "batch_size": batch_size,
     "seed": seed,
-    "swim_ir_output": os.path.abspath(swim_ir_output) if swim_ir_output else None,
+    "swim_ir_output": xio.abspath(swim_ir_output) if swim_ir_output else None,
     "model_fingerprint": fingerprint,
     "decode": dataclasses.asdict(generator.settings),
   }
   progress_path = output + PROGRESS_SUFFIX
   state = {"passages": 0, "output_bytes": 0, "swim_ir_bytes": 0, "last_docid": None}
-  if os.path.exists(progress_path):
-    with open(progress_path, encoding="utf-8") as f:
-      saved = json.load(f)
+  if xio.exists(progress_path):
+    saved = json.loads(xio.read_text(progress_path))
     diff = sorted(k for k in settings if saved["settings"].get(k) != settings[k])
     if diff:
       raise ValueError(
@@ -282,7 +350,7 @@ def generate_corpus(
       )
     state = saved["state"]
     logging.info("resuming %s after %d passages", output, state["passages"])
-  elif os.path.exists(output) and os.path.getsize(output) > 0:
+  elif xio.exists(output) and xio.getsize(output) > 0:
     raise FileExistsError(
       f"{output} exists but {progress_path} does not; refusing to overwrite (delete it first)"
     )
@@ -306,6 +374,18 @@ def generate_corpus(
 
     bar = tqdm(initial=done, unit="passage", desc="generate")
   t0, new = time.time(), 0
+  remote = xio.is_remote(output) or (swim_ir_output is not None and xio.is_remote(swim_ir_output))
+  last_commit, committed = time.monotonic(), state
+
+  def commit() -> None:
+    """Makes the finished batches durable, then records them in the progress file."""
+    nonlocal last_commit, committed
+    if swim is not None:
+      swim.sync(state["swim_ir_bytes"])
+    out.sync(state["output_bytes"])
+    atomic_write_json(progress_path, {"settings": settings, "state": state})
+    last_commit, committed = time.monotonic(), state
+
   try:
     for b, batch in enumerate(_batches(passages, batch_size)):
       if max_batches is not None and b >= max_batches:
@@ -330,18 +410,31 @@ def generate_corpus(
             swim_lines.append(json.dumps(rec, ensure_ascii=False))
       if swim is not None:
         swim.write(("\n".join(swim_lines) + "\n").encode("utf-8"))
-        swim.flush()
-        os.fsync(swim.fileno())
-        state["swim_ir_bytes"] = swim.tell()
       out.write(("\n".join(lines) + "\n").encode("utf-8"))
-      out.flush()
-      os.fsync(out.fileno())
       done += len(batch)
       new += len(batch)
-      state.update(passages=done, output_bytes=out.tell(), last_docid=batch[-1].id)
-      atomic_write_json(progress_path, {"settings": settings, "state": state})
+      sizes = {"output_bytes": out.size()}
+      if swim is not None:
+        sizes["swim_ir_bytes"] = swim.size()
+      # One assignment: an interrupt leaves the state of the last batch or of this one.
+      state = {**state, "passages": done, "last_docid": batch[-1].id, **sizes}
+      if not remote or time.monotonic() - last_commit >= remote_commit_seconds:
+        commit()
       if bar is not None:
         bar.update(len(batch))
+    if state != committed:
+      commit()
+    elif remote:  # nothing new: still leave the files as recorded (as truncation does locally)
+      out.sync(state["output_bytes"])
+      if swim is not None:
+        swim.sync(state["swim_ir_bytes"])
+  except BaseException:
+    if remote and state["passages"] != committed["passages"]:
+      try:  # keep the finished batches of an interrupted remote run
+        commit()
+      except Exception:
+        logging.exception("could not save the progress of %s", output)
+    raise
   finally:
     out.close()
     if swim is not None:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 import gin
+from xtr_jax import io as xio
 from xtr_jax.data.xqg_prompt import xqg_input
 
 # Frozen order (never reorder: a trained model's tag ids depend on it; append new codes).
@@ -64,12 +65,11 @@ def trained_with_language_tags(checkpoint_dir: str) -> bool:
   extra = load_metadata(checkpoint_dir).get("extra", {})
   if METADATA_KEY in extra:
     return bool(extra[METADATA_KEY])
-  run_dir = os.path.dirname(os.path.abspath(checkpoint_dir).rstrip(os.sep))
-  path = os.path.join(run_dir, "config.gin")
-  if not os.path.isfile(path):
+  run_dir = os.path.dirname(xio.abspath(checkpoint_dir).rstrip(os.sep))
+  path = xio.join(run_dir, "config.gin")
+  if not xio.isfile(path):
     return False
-  with open(path, encoding="utf-8") as f:
-    tagged = "tagged_batches" in f.read()
+  tagged = "tagged_batches" in xio.read_text(path)
   logging.info("%s records no %r; %s says %s", checkpoint_dir, METADATA_KEY, path, tagged)
   return tagged
 

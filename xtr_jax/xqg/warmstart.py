@@ -17,11 +17,11 @@ from __future__ import annotations
 import copy
 import functools
 import logging
-import os
 
 import numpy as np
 
 import gin
+from xtr_jax import io as xio
 from xtr_jax.checkpoints.embedded import resolve_checkpoint
 from xtr_jax.checkpoints.orbax_io import load_checkpoint, load_metadata
 from xtr_jax.checkpoints.tokenizers import tokenizer_for
@@ -137,7 +137,7 @@ def warm_start_init(
   """
   from xtr_jax.checkpoints.bert2bert import warm_start_checkpoint  # noqa: PLC0415
 
-  if os.path.isdir(output):
+  if xio.isdir(output):
     saved = load_checkpoint(output, verify=False)
     if saved.config != config or saved.extra.get("init_decoder") != init_decoder:
       raise ValueError(
