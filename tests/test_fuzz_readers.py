@@ -5,6 +5,7 @@ hypothesis round trips and regression tests for the bugs the fuzzer found.
 """
 
 import importlib.util
+import io
 import json
 import pathlib
 import sys
@@ -66,6 +67,80 @@ def test_backbone_loaders_survive_mutations(name):
   assert any(k.startswith("clear:") for k in report.outcomes), (name, report.outcomes)
 
 
+def _only(target, mutation: str, files):
+  return fuzz.dataclasses.replace(target, mutations={f: (mutation,) for f in files})
+
+
+@pytest.mark.parametrize(
+  "name, files",
+  [
+    ("index_store", ["idx/vectors.npy"]),
+    ("index_compact", ["idx/vectors.npy", "idx/compact/seg_00000/centroids.npy",
+                       "idx/compact/seg_00000/codebooks.npy"]),
+  ],
+)  # fmt: skip
+def test_nonfinite_rows_in_stored_vectors_are_refused(name, files):
+  """npy_nonfinite (NaN, +-Inf, float16 overflow and NaN payloads in 1-3 random rows): every
+  case is the one-line error naming the file and its first bad row, none loads and searches."""
+  (target,) = _targets([name])
+  report = fuzz.run_target(_only(target, "npy_nonfinite", files), cases=60, seed=4, timeout=30)
+  assert report.failed == 0, "\n".join(report.failures)
+  assert report.outcomes == {"clear:IndexFormatError": 60}, report.outcomes
+
+
+def test_npy_nonfinite_message_names_the_file_and_row(tmp_path):
+  import random
+
+  from xtr_jax.index import store
+
+  (target,) = _targets(["index_store"])
+  target.make(tmp_path)
+  path = tmp_path / "idx" / "vectors.npy"
+  clean = np.load(path)
+  assert clean.dtype == np.float16
+  clean_bytes = path.read_bytes()
+  rng = random.Random(11)
+  seen = set()
+  for _ in range(20):
+    data = fuzz.mutate(clean_bytes, "npy_nonfinite", rng)
+    assert len(data) == len(clean_bytes)
+    path.write_bytes(data)
+    got = np.load(path)
+    bad = ~np.isfinite(got).all(axis=1)
+    row = int(np.argmax(bad))
+    assert bad.any() and fuzz.first_nonfinite_row_of(data) == row
+    assert np.array_equal(got[~bad], clean[~bad])  # only the poisoned rows changed
+    seen |= set(got[~np.isfinite(got)].view(np.uint16).tolist())
+    with pytest.raises(store.IndexFormatError) as e:
+      target.load(tmp_path)
+    assert str(e.value) == f"index {path}: row {row} has non-finite values"
+  # +Inf, -Inf (also what a float16 overflow stores), the default NaN and other NaN payloads.
+  assert {0x7C00, 0xFC00, 0x7E00} <= seen and seen - {0x7C00, 0xFC00, 0x7E00, 0xFE00}
+
+
+def _npy_bytes(arr) -> bytes:
+  buf = io.BytesIO()
+  np.save(buf, arr)
+  return buf.getvalue()
+
+
+def test_harness_counts_a_silent_nan_search_as_a_failure():
+  """A loader that skips the scan (check_vectors=False) searches the NaN rows: ``wrong``."""
+  from xtr_jax.index import store
+
+  def unchecked(d):
+    idx = store.load_index(str(d / "idx"), backend="brute_force", check_vectors=False)
+    with np.errstate(all="ignore"):  # Inf * 0 in the matmul: not this test's concern
+      ids, scores = idx.search_tokens(np.ones((2, 8), np.float32), 5)
+    return ids.tolist(), np.asarray(scores, np.float64).round(3).tolist()
+
+  (target,) = _targets(["index_store"])
+  target = fuzz.dataclasses.replace(target, load=unchecked)
+  report = fuzz.run_target(_only(target, "npy_nonfinite", ["idx/vectors.npy"]), 10, seed=5)
+  assert report.outcomes == {"wrong": 10}, report.outcomes
+  assert all("loaded with a NaN/Inf in row" in f for f in report.failures)
+
+
 def test_mutations_do_what_they_say():
   import random
 
@@ -77,6 +152,17 @@ def test_mutations_do_what_they_say():
   assert len(fuzz.mutate(data, "truncate", rng)) < len(data)
   with pytest.raises(UnicodeDecodeError):
     fuzz.mutate(data, "invalid_utf8", rng).decode("utf-8")
+  # npy_nonfinite: values only, header untouched; a non-float array or other bytes unchanged.
+  for dtype in ("<f2", ">f4", "<f8"):
+    arr = np.arange(60, dtype=dtype).reshape(10, 6)
+    raw = _npy_bytes(arr)
+    out = fuzz.mutate(raw, "npy_nonfinite", rng)
+    assert len(out) == len(raw) and out[: len(raw) - arr.nbytes] == raw[: len(raw) - arr.nbytes]
+    assert 1 <= (~np.isfinite(np.load(io.BytesIO(out)))).sum() <= 3
+  ints = _npy_bytes(np.arange(10, dtype=np.int32))
+  assert fuzz.mutate(ints, "npy_nonfinite", rng) == ints
+  assert fuzz.mutate(data, "npy_nonfinite", rng) == data
+  assert fuzz.nonfinite_value(np.dtype(np.float16), random.Random(3)).dtype == np.float16
 
 
 # ----------------------------------------------------------------------------- round trips

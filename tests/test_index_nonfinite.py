@@ -267,3 +267,91 @@ def test_random_single_value_corruptions_are_always_refused(tmp_path):
     _refused(d, vpath, where[0])
     _poke(vpath, where, old)
   assert _search(d) == clean
+
+
+# ----------------------------------------------------------------------------- users' switch
+
+
+@pytest.fixture(scope="module")
+def tiny_index(tmp_path_factory) -> str:
+  """A brute-force index of the tiny model (its checkpoint recorded in the manifest)."""
+  from xtr_jax.index.testing import build_tiny_index, make_tiny_setup
+
+  root = str(tmp_path_factory.mktemp("tiny"))
+  return build_tiny_index(make_tiny_setup(root, num_passages=20), os.path.join(root, "idx"))
+
+
+@pytest.fixture
+def nan_index(tiny_index, tmp_path) -> tuple[str, str]:
+  """A copy of ``tiny_index`` with a NaN in row 9 of vectors.npy: (index dir, that file)."""
+  import shutil
+
+  d = str(tmp_path / "idx")
+  shutil.copytree(tiny_index, d)
+  vpath = os.path.join(d, "vectors.npy")
+  _poke(vpath, (9, 3), np.nan)
+  return d, vpath
+
+
+def _cli(capsys, argv: list[str]) -> tuple[int, str]:
+  """``xtr-jax ARGV``: (exit code, stderr); searching a NaN row may warn, which is not
+  this test's concern once the user skipped the check."""
+  from xtr_jax import cli
+
+  with np.errstate(all="ignore"):
+    try:
+      code = cli.main(argv)
+    except SystemExit as e:
+      code = e.code
+  return code, capsys.readouterr().err
+
+
+def test_retriever_refuses_a_nan_row_unless_told_to_skip_the_scan(nan_index):
+  from xtr_jax.index.retriever import Retriever
+
+  d, vpath = nan_index
+  with pytest.raises(IndexFormatError) as e:
+    Retriever.load(d)
+  assert str(e.value) == f"index {vpath}: row 9 has non-finite values"
+  retriever = Retriever.load(d, check_vectors=False)
+  assert retriever.index.num_passages == 20
+  with np.errstate(all="ignore"):
+    assert len(retriever.search(["river king"], 3)[0]) == 3
+
+
+@pytest.mark.parametrize("command", ["search", "serve"])
+def test_cli_refuses_a_nan_row_unless_skip_vector_check(capsys, monkeypatch, nan_index, command):
+  """Default: the one-line error (exit 2, no traceback); --skip_vector_check: it runs."""
+  from xtr_jax.index import service
+
+  served = []
+  real_make_server = service.make_server
+
+  def make_server(*args, **kwargs):  # serve: everything but the serving loop
+    server, sock = real_make_server(*args, **kwargs)
+    server.run = lambda sockets: served.append(sockets)
+    return server, sock
+
+  monkeypatch.setattr(service, "make_server", make_server)
+  d, vpath = nan_index
+  argv = [command, "--index", d] + (["--query", "river"] if command == "search" else [])
+  argv += ["--port", "0"] if command == "serve" else []
+  code, err = _cli(capsys, argv)
+  assert code == 2
+  assert err == f"xtr-jax {command}: error: index {vpath}: row 9 has non-finite values\n"
+  code, err = _cli(capsys, [*argv, "--skip_vector_check"])
+  assert code == 0, err
+  assert "Traceback" not in err
+  assert len(served) == (command == "serve")
+
+
+def test_skip_vector_check_is_documented_in_help(capsys):
+  from xtr_jax.index import service
+  from xtr_jax.index.cli import search_parser
+
+  for main in (lambda: search_parser().parse_args(["--help"]), lambda: service.main(["--help"])):
+    with pytest.raises(SystemExit):
+      main()
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--skip_vector_check Skip the scan for NaN/Inf in the index's stored vectors" in text
+    assert "(default: off," in text

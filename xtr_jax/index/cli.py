@@ -16,7 +16,14 @@ import gin
 from xtr_jax.checkpoints.embedded import EMBEDDED, is_embedded, resolve_checkpoint
 from xtr_jax.checkpoints.orbax_io import METADATA_FILE
 from xtr_jax.checkpoints.tokenizers import tokenizer_for
-from xtr_jax.cli import ArgumentParser, UsageError, positive_int, require_file, stderr_is_terminal
+from xtr_jax.cli import (
+  ArgumentParser,
+  UsageError,
+  add_skip_vector_check,
+  positive_int,
+  require_file,
+  stderr_is_terminal,
+)
 from xtr_jax.data import formats
 from xtr_jax.data.formats import Passage, read_corpus
 from xtr_jax.gin_utils import bound_config_fields, parse_args_with_gin
@@ -253,6 +260,7 @@ def search_parser() -> ArgumentParser:
     choices=["scann", "brute_force"],
     help="Token search (default: the index's own).",
   )
+  add_skip_vector_check(p)
   p.add_argument("--tag", default="xtr_jax", help="Run tag (last TREC column).")
   return p
 
@@ -362,6 +370,7 @@ def search_main(argv: list[str]) -> int:
     args.vocabulary,
     backend=args.backend,
     expected_config=bound_config_fields,
+    check_vectors=not args.skip_vector_check,
   )
   from tqdm import tqdm  # noqa: PLC0415
 

@@ -107,11 +107,15 @@ class Retriever:
     backend: str | None = None,
     params: SearchParams | None = None,
     expected_config=None,
+    check_vectors: bool = True,
   ) -> Retriever:
     """Loads the index and its model; the model's fingerprint must match the manifest's.
 
     ``checkpoint_dir`` / ``vocabulary`` default to the paths recorded at build time;
-    ``expected_config`` as in ``load_model``.
+    ``expected_config`` as in ``load_model``. A NaN/Inf stored vector is a one-line
+    ``IndexFormatError`` naming the file and row; ``check_vectors=False`` skips that scan of
+    ``vectors.npy`` (``store.load_index``), for a trusted large index (the CLI's
+    ``--skip_vector_check``).
     """
     from xtr_jax.index.store import read_manifest  # noqa: PLC0415
 
@@ -123,7 +127,7 @@ class Retriever:
     params = params or SearchParams()
     index = load_index(
       index_dir, expected_fingerprint=fingerprint, backend=backend,
-      compact_nprobe=params.compact_nprobe,
+      compact_nprobe=params.compact_nprobe, check_vectors=check_vectors,
     )  # fmt: skip
     from xtr_jax.checkpoints.embedded import resolve_checkpoint  # noqa: PLC0415
     from xtr_jax.checkpoints.tokenizers import tokenizer_for  # noqa: PLC0415
