@@ -54,8 +54,9 @@ EXTRAS = {
   "plot": ["matplotlib>=3.11"],
   # Beam pipelines (xtr_jax/scale); add apache-beam[gcp] for Dataflow.
   "beam": ["apache-beam>=2.77.0"],
-  # The HTTP search service and its client.
-  "service": ["fastapi>=0.165", "uvicorn>=0.54", "httpx>=0.28"],
+  # The HTTP search service and its client; fastapi-offline ships Swagger UI and ReDoc, so
+  # /docs and /redoc are served from the package, not a CDN (they work offline).
+  "service": ["fastapi>=0.165", "uvicorn>=0.54", "httpx>=0.28", "fastapi-offline>=1.7.7"],
   # Peers the reference tests compare against (PyTorch/transformers, FAISS).
   "peers": ["torch>=2.13", "transformers>=5,<6", "faiss-cpu>=1.15.1"],
   # The suite and the lint (README CommonMark check); the browser test drives selenium.

@@ -302,3 +302,27 @@ def test_bm25_creates_the_output_folder(tmp_path, files):
   argv = ["bm25", "--queries", str(queries), "--corpus", files["corpus"], "--output", str(out)]
   assert cli.main([*argv, "--k", "1"]) == 0
   assert out.read_text().split()[:3] == ["q", "Q0", "p1"]
+
+
+def test_bm25_prints_one_summary_line_and_verbose_shows_library_logs(tmp_path, files):
+  """``xtr-jax bm25`` follows the quiet rule: its one summary line and no library noise
+  (bm25s sets its logger to DEBUG on import and logs INFO for a query of stopwords only; its
+  import runs JAX, which probes backends); ``--verbose`` lets the libraries' INFO through."""
+  queries = tmp_path / "dev.jsonl"
+  queries.write_text(
+    '{"id": "q", "lang": "fi", "question": "some text"}\n'
+    '{"id": "e", "lang": "en", "question": "the"}\n'  # stopwords only: bm25s logs INFO
+  )
+  out = tmp_path / "bm25.trec"
+  args = ["bm25", "--queries", str(queries), "--corpus", files["corpus"], "--output", str(out)]
+  exe = os.path.join(os.path.dirname(sys.executable), "xtr-jax")
+  argv = [exe] if os.path.exists(exe) else [sys.executable, "-m", "xtr_jax.cli"]
+  summary = f" INFO BM25: wrote {out}: 2 queries x 1 passages, k=1, in "
+  run = subprocess.run([*argv, *args], capture_output=True, text=True, timeout=120)
+  assert run.returncode == 0, run.stderr
+  assert run.stdout == "" and run.stderr.count("\n") == 1 and summary in run.stderr, run.stderr
+  assert out.read_text().split()[:3] == ["q", "Q0", "p1"]
+  loud = subprocess.run([*argv, "--verbose", *args], capture_output=True, text=True, timeout=120)
+  assert loud.returncode == 0, loud.stderr
+  assert "INFO The query is empty" in loud.stderr and summary in loud.stderr, loud.stderr
+  assert " DEBUG " not in loud.stderr  # bm25s's own DEBUG level is undone even then

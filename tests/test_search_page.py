@@ -3,7 +3,8 @@
 Starts the service on a tiny index, types a query, waits for the results, and checks that
 the page shows what the API returns: the same passages in the same order, the same scores,
 and XTR's evidence (highlighted passage tokens, imputed query tokens, the score as the sum of
-the shares). ``XTR_JAX_SCREENSHOT=PATH`` saves a screenshot there. The browser comes from
+the shares); and that the API pages (``/docs``, ``/redoc``) render from the server's own
+files. ``XTR_JAX_SCREENSHOT=PATH`` saves a screenshot there. The browser comes from
 ``tools/install_test_deps.sh``; without it the test skips, except under CI, where it fails.
 """
 
@@ -119,3 +120,33 @@ def test_page_shows_the_apis_passages_scores_and_evidence(url, browser):
   assert "→" in first.get_attribute("title")  # the hover text names query token and score
   if os.environ.get("XTR_JAX_SCREENSHOT"):
     browser.save_screenshot(os.environ["XTR_JAX_SCREENSHOT"])
+
+
+@pytest.mark.parametrize(
+  "path, operation",
+  [
+    ("/docs", ".opblock-summary-path[data-path='/search']"),
+    ("/redoc", "[data-section-id^='operation/']"),
+  ],
+)
+def test_api_pages_render_the_schema_from_local_files(url, browser, path, operation):
+  """/docs (Swagger UI) and /redoc show the POST /search operation, every file they load
+  coming from this server: no CDN, so they work offline (Swagger UI 5 renders OpenAPI 3.1)."""
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.support.ui import WebDriverWait
+
+  browser.get(url + path)
+  WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, operation))
+  body = browser.find_element(By.TAG_NAME, "body").text
+  assert "/search" in body and "Unable to render" not in body
+  entries = browser.execute_script(
+    "return performance.getEntriesByType('resource')"
+    ".map(e => [e.name, e.initiatorType, e.responseStatus])"
+  )
+  assert any(name.startswith(f"{url}/static/docs/") for name, _, _ in entries), entries
+  # Only an image may point elsewhere (ReDoc's sidebar logo, on its CDN), and the page's
+  # Content-Security-Policy blocks it: nothing was fetched (ReDoc then hides the logo).
+  outside = [e for e in entries if not e[0].startswith(url + "/")]
+  assert all(kind == "img" and status == 0 for _, kind, status in outside), outside
+  if path == "/docs":
+    assert not outside

@@ -4,6 +4,7 @@ brute-force reference, concurrent requests share encoder calls, and abuse is bou
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import urllib.request
 import numpy as np
 import pytest
 
+from xtr_jax.index import service
 from xtr_jax.index.batching import Busy, SearchBatcher
 from xtr_jax.index.corpus_text import CorpusTexts
 from xtr_jax.index.retriever import Retriever, SearchParams
@@ -144,6 +146,45 @@ def test_methods_paths_and_openapi(url):
   assert status == 200 and b"openapi.json" in page
   status, page = call(url, "/")
   assert status == 200 and b'id="search-form"' in page
+
+
+@pytest.mark.parametrize(
+  "path, script", [("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")]
+)
+def test_api_pages_load_only_this_servers_assets(url, path, script):
+  """/docs and /redoc work offline: every script, stylesheet and icon comes from this server
+  (the fastapi-offline package's files), none from a CDN."""
+  with urllib.request.urlopen(url + path, timeout=30) as r:
+    status, page, policy = r.status, r.read(), r.headers["Content-Security-Policy"]
+  assert status == 200 and b"/openapi.json" in page, page[:300]
+  assert policy == "img-src 'self' data:"  # ReDoc's CDN logo is never fetched
+  text = page.decode()
+  assert "cdn" not in text.lower() and "http" not in text.lower(), text
+  if path == "/docs":
+    assert '"validatorUrl": null' in text  # no badge fetched from validator.swagger.io
+  assets = re.findall(r"<(?:script|link)\b[^>]*?\b(?:src|href)=\"([^\"]+)\"", text)
+  assert f"/static/docs/{script}" in assets, assets
+  assert all(a.startswith("/static/docs/") for a in assets), assets
+  for asset in assets:
+    status, body = call(url, asset)
+    assert status == 200, asset
+    if asset.endswith(".js"):
+      assert len(body) > 100_000 and b"<html" not in body[:1000].lower(), asset
+    elif asset.endswith(".css"):
+      assert len(body) > 10_000 and b"{" in body, asset
+    else:
+      assert body.startswith(b"\x89PNG"), asset
+
+
+def test_api_pages_without_their_package_answer_503_naming_it(retriever, monkeypatch):
+  monkeypatch.setattr(service, "docs_assets", lambda: None)
+  with serve(retriever) as (url, _):
+    for path in ("/docs", "/redoc"):
+      status, page = call(url, path)
+      assert status == 503 and b"fastapi-offline" in page and b"pip install" in page, page
+      assert b"http" not in page and b"<script" not in page
+    assert call(url, "/static/docs/swagger-ui-bundle.js")[0] == 404
+    assert call(url, "/openapi.json")[0] == 200 and call(url, "/health")[0] == 200
 
 
 @pytest.mark.parametrize(

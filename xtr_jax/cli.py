@@ -149,6 +149,17 @@ def positive_int(text: str) -> int:
   return value
 
 
+def add_skip_vector_check(parser: argparse.ArgumentParser) -> None:
+  """``--skip_vector_check`` of the commands that load an index (``Retriever.load``'s
+  ``check_vectors=False``): a NaN/Inf stored vector is otherwise a one-line error on load."""
+  parser.add_argument(
+    "--skip_vector_check",
+    action="store_true",
+    help="Skip the scan for NaN/Inf in the index's stored vectors: a faster load of a trusted "
+    "large index (default: off, each load scans them and refuses a non-finite row).",
+  )
+
+
 def require_file(path: str, flag: str, what: str = "file") -> str:
   """``path`` if it is a file; else a UsageError naming ``flag`` and what is there instead."""
   if os.path.isfile(path):
@@ -256,6 +267,13 @@ def quiet_process(verbose: bool) -> NativeLogFilter | None:
 def configure_logging(verbose: bool) -> None:
   """The project's INFO lines, timestamped; third-party INFO only with ``--verbose``."""
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+  quiet_loggers(verbose)
+
+
+def quiet_loggers(verbose: bool) -> None:
+  """``CHATTY_LOGGERS`` at WARNING (``--verbose``: NOTSET, the root's INFO). Run again once a
+  subcommand's module is imported: a library may set its logger's level on import (bm25s
+  sets DEBUG), which would undo the first call."""
   for name in CHATTY_LOGGERS:
     logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
 
@@ -280,6 +298,7 @@ def run_command(name: str, argv: list[str], verbose: bool = False) -> int:
 
   gin.clear_config()
   func = getattr(importlib.import_module(module_name), func_name)
+  quiet_loggers(verbose)  # after the imports that may have set a library's level
   try:
     return int(func(argv) or 0)
   except Exception as e:

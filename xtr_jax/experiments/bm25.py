@@ -18,6 +18,10 @@ import numpy as np
 
 from xtr_jax.evaluation import io
 
+# bm25s sets its logger to DEBUG on import ("Building index from tokens" in every log);
+# give the level back to the application's logging configuration.
+logging.getLogger("bm25s").setLevel(logging.NOTSET)
+
 
 def bm25_run(
   queries: dict[str, io.Query],
@@ -90,10 +94,16 @@ def main(argv: list[str] | None = None) -> int:
   start = time.time()
   queries = io.read_queries(io.check_file(args.queries, "--queries"))
   corpus = read_corpus_with_titles(io.check_file(args.corpus, "--corpus"))
-  logging.info("BM25: %d queries x %d passages", len(queries), len(corpus))
   run = bm25_run(queries, corpus, k=args.k, k1=args.k1, b=args.b)
   io.write_trec_run(args.output, run, tag=args.tag)
-  logging.info("wrote %s in %.1fs", args.output, time.time() - start)
+  logging.info(
+    "BM25: wrote %s: %d queries x %d passages, k=%d, in %.1fs",
+    args.output,
+    len(queries),
+    len(corpus),
+    min(args.k, len(corpus)),
+    time.time() - start,
+  )
   return 0
 
 

@@ -4,7 +4,10 @@ Endpoints: ``GET /`` the search page (``static/search.html``: a query box, ranke
 and XTR's evidence for each); ``POST /search`` (``SearchRequest`` -> ``SearchResponse``:
 passage id, score, title and text, and with ``explain`` the evidence of every score,
 ``index/explain.py``); ``GET /health``; ``GET /info`` (the index manifest); the OpenAPI
-schema at ``/openapi.json`` and its pages at ``/docs`` and ``/redoc``. Errors are JSON
+schema at ``/openapi.json`` and its pages at ``/docs`` (Swagger UI) and ``/redoc``. Those
+pages load their JavaScript and CSS from this server (``/static/docs/``, the files of the
+``fastapi-offline`` package), not from a CDN, so they work without internet; without that
+package they answer 503 naming it. Errors are JSON
 ``{"detail": "..."}``: 400 for a malformed or invalid body, 405 for a wrong method, 413 for
 a body over ``max_body_bytes`` or too many / too long queries.
 
@@ -39,13 +42,15 @@ import h11
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 import gin
 import xtr_jax.checkpoints.orbax_io  # noqa: F401  (its gin configurables, before flags lock gin)
-from xtr_jax.cli import ArgumentParser, UsageError
+from xtr_jax.cli import ArgumentParser, UsageError, add_skip_vector_check
 from xtr_jax.gin_utils import bound_config_fields, parse_args_with_gin
 from xtr_jax.index.batching import Busy, SearchBatcher
 from xtr_jax.index.corpus_text import CorpusTexts
@@ -53,6 +58,40 @@ from xtr_jax.index.explain import Explainer
 from xtr_jax.index.retriever import Retriever
 
 PAGE = pathlib.Path(__file__).parent / "static" / "search.html"
+
+# The API pages' assets, served by this app from the fastapi-offline package (Swagger UI 5,
+# which renders FastAPI's OpenAPI 3.1 schema, and ReDoc): no CDN, so /docs works offline.
+DOCS_PACKAGE = "fastapi-offline"
+DOCS_STATIC = "/static/docs"
+DOCS_FILES = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png")
+
+
+def docs_assets() -> pathlib.Path | None:
+  """The folder holding ``DOCS_FILES`` (``fastapi_offline/static``), or None without it."""
+  try:
+    import fastapi_offline  # noqa: PLC0415
+  except ImportError:
+    return None
+  folder = pathlib.Path(fastapi_offline.__file__).parent / "static"
+  return folder if all((folder / name).is_file() for name in DOCS_FILES) else None
+
+
+def _local_images_only(page: HTMLResponse) -> HTMLResponse:
+  """Images from this server (or inline) only: ReDoc's sidebar shows a logo from its CDN
+  (hidden by ReDoc when it fails to load), which would otherwise be fetched."""
+  page.headers["Content-Security-Policy"] = "img-src 'self' data:"
+  return page
+
+
+def _docs_missing(page: str) -> HTMLResponse:
+  html = (
+    f"<!doctype html><title>{page}: unavailable</title><h1>API docs unavailable</h1>"
+    f"<p>The {page} page serves its JavaScript and CSS from the <code>{DOCS_PACKAGE}</code> "
+    f"package, which is not installed: <code>pip install {DOCS_PACKAGE}</code> (or "
+    "<code>pip install -e '.[service]'</code>). The OpenAPI schema itself is at "
+    '<a href="openapi.json">/openapi.json</a>.</p>'
+  )
+  return HTMLResponse(html, status_code=503)
 
 
 @gin.configurable
@@ -274,6 +313,8 @@ def make_app(
     summary="XTR token retrieval over one index, with the evidence of every score.",
     lifespan=lifespan,
     strict_content_type=False,  # a JSON body without a Content-Type header is still JSON
+    docs_url=None,  # FastAPI's own pages load Swagger UI / ReDoc from a CDN: ours below
+    redoc_url=None,
   )
   app.add_middleware(BodyCap, max_bytes=limits.max_body_bytes)
   app.state.batcher = batcher
@@ -294,6 +335,45 @@ def make_app(
   @app.get("/", response_class=HTMLResponse, include_in_schema=False)
   async def search_page() -> str:
     return page
+
+  assets = docs_assets()
+  if assets is not None:
+    app.mount(DOCS_STATIC, StaticFiles(directory=assets), name="docs-assets")
+
+  @app.get("/docs", include_in_schema=False)
+  async def swagger_page(request: Request) -> HTMLResponse:
+    if assets is None:
+      return _docs_missing("/docs")
+    base = request.scope.get("root_path", "")  # behind a proxy that strips a path prefix
+    static = base + DOCS_STATIC
+    return _local_images_only(
+      get_swagger_ui_html(
+        openapi_url=base + app.openapi_url,
+        title=f"{app.title} - API",
+        swagger_js_url=f"{static}/swagger-ui-bundle.js",
+        swagger_css_url=f"{static}/swagger-ui.css",
+        swagger_favicon_url=f"{static}/favicon.png",
+        # No badge from validator.swagger.io: it sends the schema's URL out, and offline it
+        # is a broken image.
+        swagger_ui_parameters={"validatorUrl": None},
+      )
+    )
+
+  @app.get("/redoc", include_in_schema=False)
+  async def redoc_page(request: Request) -> HTMLResponse:
+    if assets is None:
+      return _docs_missing("/redoc")
+    base = request.scope.get("root_path", "")  # behind a proxy that strips a path prefix
+    static = base + DOCS_STATIC
+    return _local_images_only(
+      get_redoc_html(
+        openapi_url=base + app.openapi_url,
+        title=f"{app.title} - API",
+        redoc_js_url=f"{static}/redoc.standalone.js",
+        redoc_favicon_url=f"{static}/favicon.png",
+        with_google_fonts=False,
+      )
+    )
 
   @app.get("/health")
   async def health() -> dict:
@@ -475,6 +555,7 @@ def main(argv: list[str]) -> int:
   parser.add_argument(
     "--backend", choices=["scann", "brute_force"], help="Token search (default: the manifest's)."
   )
+  add_skip_vector_check(parser)
   parser.add_argument("--host", default="127.0.0.1", help="Address to listen on.")
   parser.add_argument("--port", type=int, default=8080, help="Port to listen on (0: a free one).")
   args = parse_args_with_gin(parser, argv)
@@ -488,6 +569,7 @@ def main(argv: list[str]) -> int:
     args.vocabulary,
     backend=args.backend,
     expected_config=bound_config_fields,
+    check_vectors=not args.skip_vector_check,
   )
   retriever.search(["warm up"], 1)  # compile before the first request
   limits = ServiceLimits()
