@@ -19,6 +19,7 @@ from xtr_jax.index.encode import (
   TokenEncoder,
   batch_policy,
   encode_corpus,
+  load_shards,
   plan_batches,
 )
 from xtr_jax.index.retriever import Retriever, SearchParams
@@ -309,6 +310,28 @@ def test_encoding_resumes_after_a_crash(built, retriever, tmp_path):
     encode_corpus(
       setup.corpus, work, enc, tok, EncodeParams(shard_size=10), settings={"x": 1}, progress=False
     )
+
+
+def test_encoding_to_a_remote_work_dir_resumes_and_loads_like_a_local_one(
+  built, retriever, tmp_path, memory_gcs
+):
+  """``encode_corpus`` / ``load_shards`` on gs:// (the in-memory bucket of conftest): a crash
+  and resume there give the shards a local run writes."""
+  setup, _ = built
+  params = EncodeParams(shard_size=25, buckets=(32, 64))
+  tok, enc = retriever.tokenizer, retriever.encoder
+  remote = "gs://bucket/encode"
+  with pytest.raises(RuntimeError, match="simulated crash"):
+    encode_corpus(setup.corpus, remote, CrashAfter(enc, 3), tok, params, progress=False)
+  assert not os.path.exists("gs:") and sorted(memory_gcs)  # nothing local, objects remote
+  resumed = CrashAfter(enc, 0)
+  record = encode_corpus(setup.corpus, remote, resumed, tok, params, progress=False)
+  assert resumed.calls == 2 and record["complete"]
+  local = encode_corpus(setup.corpus, str(tmp_path / "w"), enc, tok, params, progress=False)
+  got, want = load_shards(remote, record), load_shards(str(tmp_path / "w"), local)
+  np.testing.assert_array_equal(got[0], want[0])
+  np.testing.assert_array_equal(got[1], want[1])
+  assert got[2] == want[2] and len(want[2]) == 80
 
 
 def test_corpus_errors_name_file_and_line(tmp_path):

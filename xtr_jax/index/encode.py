@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +26,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 import gin
+from xtr_jax import io as xio
 from xtr_jax import partitioning
 from xtr_jax.data import formats
 from xtr_jax.data.formats import Passage, read_corpus
@@ -268,22 +268,21 @@ def encode_corpus(
   """
   from tqdm import tqdm  # noqa: PLC0415
 
-  os.makedirs(work_dir, exist_ok=True)
+  xio.makedirs(work_dir)  # local or gs://: every file below goes through the path layer
   settings = {
     **(settings or {}),
-    "corpus": os.path.abspath(corpus_path),
-    "corpus_bytes": os.path.getsize(corpus_path),
+    "corpus": xio.abspath(corpus_path),
+    "corpus_bytes": xio.getsize(corpus_path),
     "vocabulary_fingerprint": tokenizer.fingerprint,
     "proj_dim": encoder.proj_dim,
     "pooling": encoder.pooling,
     "encode": dataclasses.asdict(params),
   }
   settings = json.loads(json.dumps(settings))  # tuples -> lists, as stored
-  progress_path = os.path.join(work_dir, PROGRESS)
+  progress_path = xio.join(work_dir, PROGRESS)
   record = {"settings": settings, "shards": [], "complete": False}
-  if os.path.exists(progress_path):
-    with open(progress_path) as f:
-      old = json.load(f)
+  if xio.exists(progress_path):
+    old = json.loads(xio.read_text(progress_path))
     if old.get("settings") != settings:
       raise ValueError(
         f"{progress_path}: an unfinished encoding with different settings is there "
@@ -299,11 +298,9 @@ def encode_corpus(
     lengths = np.array([v.shape[0] for v in vecs], np.int64)
     vectors = np.concatenate(vecs, axis=0).astype(np.float16)
     t2p = np.repeat(np.arange(first_row, first_row + len(batch), dtype=np.int32), lengths)
-    atomic_save_npy(os.path.join(work_dir, f"vectors_{index:05d}.npy"), vectors)
-    atomic_save_npy(os.path.join(work_dir, f"token_to_passage_{index:05d}.npy"), t2p)
-    atomic_write_json(
-      os.path.join(work_dir, f"passage_ids_{index:05d}.json"), [p.id for p in batch]
-    )
+    atomic_save_npy(xio.join(work_dir, f"vectors_{index:05d}.npy"), vectors)
+    atomic_save_npy(xio.join(work_dir, f"token_to_passage_{index:05d}.npy"), t2p)
+    atomic_write_json(xio.join(work_dir, f"passage_ids_{index:05d}.json"), [p.id for p in batch])
     record["shards"].append(
       {"index": index, "first_row": first_row, "passages": len(batch), "tokens": int(len(t2p))}
     )
@@ -340,11 +337,13 @@ def load_shards(work_dir: str, record: dict):
   vectors, t2p, pids = [], [], []
   for s in record["shards"]:
     i = s["index"]
-    for name in (f"vectors_{i:05d}.npy", f"token_to_passage_{i:05d}.npy"):
-      if not os.path.exists(os.path.join(work_dir, name)):
-        raise FileNotFoundError(f"encoded shard file missing: {os.path.join(work_dir, name)}")
-    vectors.append(np.load(os.path.join(work_dir, f"vectors_{i:05d}.npy")))
-    t2p.append(np.load(os.path.join(work_dir, f"token_to_passage_{i:05d}.npy")))
-    with open(os.path.join(work_dir, f"passage_ids_{i:05d}.json")) as f:
-      pids.extend(json.load(f))
+    names = (f"vectors_{i:05d}.npy", f"token_to_passage_{i:05d}.npy", f"passage_ids_{i:05d}.json")
+    paths = [xio.join(work_dir, name) for name in names]
+    for path in paths:
+      if not xio.exists(path):
+        raise FileNotFoundError(f"encoded shard file missing: {path}")
+    for path, out in zip(paths[:2], (vectors, t2p), strict=True):
+      with xio.open_file(path, "rb") as f:  # read whole (no memory map), so gs:// works too
+        out.append(np.load(f))
+    pids.extend(json.loads(xio.read_text(paths[2])))
   return np.concatenate(vectors), np.concatenate(t2p), pids
