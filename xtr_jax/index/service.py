@@ -94,6 +94,42 @@ def _docs_missing(page: str) -> HTMLResponse:
   return HTMLResponse(html, status_code=503)
 
 
+def _add_docs_pages(app: FastAPI) -> None:
+  """``/docs`` (Swagger UI) and ``/redoc`` with their assets served by ``app`` itself."""
+  assets = docs_assets()
+  if assets is not None:
+    app.mount(DOCS_STATIC, StaticFiles(directory=assets), name="docs-assets")
+
+  def page(request: Request, name: str, render) -> HTMLResponse:
+    if assets is None:
+      return _docs_missing(name)
+    base = request.scope.get("root_path", "")  # behind a proxy that strips a path prefix
+    return _local_images_only(render(base + app.openapi_url, base + DOCS_STATIC))
+
+  @app.get("/docs", include_in_schema=False)
+  async def swagger_page(request: Request) -> HTMLResponse:
+    return page(request, "/docs", lambda schema, static: get_swagger_ui_html(
+      openapi_url=schema,
+      title=f"{app.title} - API",
+      swagger_js_url=f"{static}/swagger-ui-bundle.js",
+      swagger_css_url=f"{static}/swagger-ui.css",
+      swagger_favicon_url=f"{static}/favicon.png",
+      # No badge from validator.swagger.io: it sends the schema's URL out, and offline it is
+      # a broken image.
+      swagger_ui_parameters={"validatorUrl": None},
+    ))  # fmt: skip
+
+  @app.get("/redoc", include_in_schema=False)
+  async def redoc_page(request: Request) -> HTMLResponse:
+    return page(request, "/redoc", lambda schema, static: get_redoc_html(
+      openapi_url=schema,
+      title=f"{app.title} - API",
+      redoc_js_url=f"{static}/redoc.standalone.js",
+      redoc_favicon_url=f"{static}/favicon.png",
+      with_google_fonts=False,
+    ))  # fmt: skip
+
+
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class ServiceLimits:
@@ -336,44 +372,7 @@ def make_app(
   async def search_page() -> str:
     return page
 
-  assets = docs_assets()
-  if assets is not None:
-    app.mount(DOCS_STATIC, StaticFiles(directory=assets), name="docs-assets")
-
-  @app.get("/docs", include_in_schema=False)
-  async def swagger_page(request: Request) -> HTMLResponse:
-    if assets is None:
-      return _docs_missing("/docs")
-    base = request.scope.get("root_path", "")  # behind a proxy that strips a path prefix
-    static = base + DOCS_STATIC
-    return _local_images_only(
-      get_swagger_ui_html(
-        openapi_url=base + app.openapi_url,
-        title=f"{app.title} - API",
-        swagger_js_url=f"{static}/swagger-ui-bundle.js",
-        swagger_css_url=f"{static}/swagger-ui.css",
-        swagger_favicon_url=f"{static}/favicon.png",
-        # No badge from validator.swagger.io: it sends the schema's URL out, and offline it
-        # is a broken image.
-        swagger_ui_parameters={"validatorUrl": None},
-      )
-    )
-
-  @app.get("/redoc", include_in_schema=False)
-  async def redoc_page(request: Request) -> HTMLResponse:
-    if assets is None:
-      return _docs_missing("/redoc")
-    base = request.scope.get("root_path", "")  # behind a proxy that strips a path prefix
-    static = base + DOCS_STATIC
-    return _local_images_only(
-      get_redoc_html(
-        openapi_url=base + app.openapi_url,
-        title=f"{app.title} - API",
-        redoc_js_url=f"{static}/redoc.standalone.js",
-        redoc_favicon_url=f"{static}/favicon.png",
-        with_google_fonts=False,
-      )
-    )
+  _add_docs_pages(app)
 
   @app.get("/health")
   async def health() -> dict:
