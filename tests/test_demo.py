@@ -247,3 +247,17 @@ def test_sample_data_command_writes_a_small_sample(tmp_path, capsys):
   with pytest.raises(SystemExit) as exit_info:
     sample_data.main(["--output", str(out), "--num_towns", "0"])
   assert exit_info.value.code == 2
+  capsys.readouterr()
+  with pytest.raises(SystemExit) as exit_info:
+    sample_data.main(["--output", str(out), "--native_name_share", "1.5"])
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err[-1].endswith("argument --native_name_share: must be between 0 and 1, got 1.5")
+  assert (
+    sample_data.main(
+      ["--output", str(tmp_path / "s2"), "--num_towns", "3"]
+      + ["--native_name_share", "1", "--family_size", "3"]
+    )
+    == 0
+  )
+  assert "about 100% of the questions" in capsys.readouterr().out

@@ -128,3 +128,42 @@ def test_bm25_is_above_chance_and_clearly_below_perfect(tmp_path):
   chance = 100 * 20 / len(corpus)
   assert len(corpus) == 120 and len(hits) == len(sample_data.LANGUAGES)
   assert chance + 20 < recall < 90, (chance, recall)
+
+
+def _native_share(dev: list[dict]) -> float:
+  """Share of the questions in a script-writing language that name their town in it."""
+  towns = {t["key"]: t for t in sample_data.make_world(60)}
+  scripted = [q for q in dev if q["lang"] in sample_data.SCRIPT_OF]
+  key = lambda q: q["id"].split("-", 2)[2].rsplit("-", 1)[0]  # noqa: E731
+  named = [
+    q
+    for q in scripted
+    if sample_data.name_in_script(towns[key(q)], q["lang"])[:-1] in q["question"]
+  ]
+  return len(named) / len(scripted)
+
+
+def test_difficulty_knobs_change_names_and_scripts(tmp_path):
+  """native_name_share 0 and 1 write every name in Latin and in script; a larger family_size
+  gives fewer name stems (more alike names); the defaults are the shipped sample."""
+  latin = sample_data.write_sample(tmp_path / "latin", num_towns=60, native_name_share=0.0)
+  script = sample_data.write_sample(tmp_path / "script", num_towns=60, native_name_share=1.0)
+  assert _native_share(_jsonl(latin["dev"])) == 0.0
+  assert _native_share(_jsonl(script["dev"])) == 1.0
+  default = sample_data.write_sample(tmp_path / "default", num_towns=60)
+  assert 0.1 < _native_share(_jsonl(default["dev"])) < 0.5  # NATIVE_NAME_SHARE is 0.3
+
+  def stems(family_size: int) -> int:
+    world = sample_data.make_world(60, family_size=family_size)
+    return len({t["parts"][0][:-1] for t in world})
+
+  assert stems(30) < stems(5) and stems(30) <= 2
+  same = sample_data.write_sample(tmp_path / "same", num_towns=60, native_name_share=0.3)
+  assert _read(same["dev"]) == _read(default["dev"])
+  try:
+    sample_data.write_sample(tmp_path / "bad", num_towns=4, native_name_share=1.5)
+  except ValueError as e:
+    assert "native_name_share" in str(e)
+  else:
+    raise AssertionError("a share above 1 was accepted")
+  assert not (tmp_path / "bad").exists()  # refused before anything is written

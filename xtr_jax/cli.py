@@ -138,6 +138,17 @@ class ArgumentParser(argparse.ArgumentParser):
     sys.exit(USAGE_EXIT)
 
 
+def fraction(text: str) -> float:
+  """argparse ``type`` for shares such as ``--native_name_share``: a number in [0, 1]."""
+  try:
+    value = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+  if not 0.0 <= value <= 1.0:
+    raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+  return value
+
+
 def positive_int(text: str) -> int:
   """argparse ``type`` for counts such as ``--k``: an integer >= 1."""
   try:

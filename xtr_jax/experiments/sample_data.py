@@ -410,15 +410,16 @@ def question(town: dict, attribute: str, code: str, native: bool = False) -> str
   return TEMPLATES[attribute][code].format(x=name, xg=genitive, top=_topic_particle(name))
 
 
-def make_world(num_towns: int = 120, seed: int = 17) -> list[dict]:
+def make_world(num_towns: int = 120, seed: int = 17, family_size: int = FAMILY_SIZE) -> list[dict]:
   """Invented towns with attributes. A name is shared by at most two towns, in different
-  regions (``namesakes``: True for both); ``key`` is unique and ``title`` tells them apart."""
+  regions (``namesakes``: True for both); ``key`` is unique and ``title`` tells them apart.
+  ``family_size``: towns per name stem on average; larger families make names more alike."""
   rng = random.Random(seed)
   towns: list[dict] = []
   count: dict[str, int] = {}
   rivers: dict[str, list[str]] = {r: [] for r in REGIONS}
   # Name families: towns share a stem ("Lano-": Lanotrais, Lanobeth, ...), as place names do.
-  stems = [_name_parts(rng, rng.choice([1, 2]))[0] for _ in range(max(1, num_towns // FAMILY_SIZE))]
+  stems = [_name_parts(rng, rng.choice([1, 2]))[0] for _ in range(max(1, num_towns // family_size))]
   while len(towns) < num_towns:
     region = rng.choice(list(REGIONS))
     parts = None
@@ -504,17 +505,25 @@ def write_sample(
   dev_languages_per_question: int = 2,
   fewshot_per_language: int = 8,
   seed: int = 17,
+  native_name_share: float = NATIVE_NAME_SHARE,
+  family_size: int = FAMILY_SIZE,
 ) -> dict[str, str]:
-  """Writes the sample under ``out_dir`` and returns the paths of its files."""
+  """Writes the sample under ``out_dir`` and returns the paths of its files. The defaults are
+  the shipped sample's; ``native_name_share`` and ``family_size`` make it harder or easier
+  (results/sample_difficulty.md measures both)."""
+  if not 0.0 <= native_name_share <= 1.0:
+    raise ValueError(f"native_name_share: {native_name_share} is not between 0 and 1")
+  if family_size < 1:
+    raise ValueError(f"family_size: {family_size} is not a positive number of towns")
   out = pathlib.Path(out_dir)
   rng = random.Random(seed + 1)
   script_rng = random.Random(seed + 2)  # which questions write the name in their script
-  towns = make_world(num_towns, seed)
+  towns = make_world(num_towns, seed, family_size)
   num_dev = max(1, int(round(num_towns * dev_fraction)))
   dev_towns, train_towns = towns[:num_dev], towns[num_dev:]
 
   def ask(town: dict, attr: str, code: str) -> str:
-    native = code in SCRIPT_OF and script_rng.random() < NATIVE_NAME_SHARE
+    native = code in SCRIPT_OF and script_rng.random() < native_name_share
     return question(town, attr, code, native)
 
   corpus_rows, pid_of = ["id\ttext\ttitle"], {}
@@ -604,7 +613,7 @@ def write_sample(
       f"{', '.join(LANGUAGES)}, {len(xor_train)} few-shot XOR pairs, {len(dev)} dev queries.\n"
       f"{PASSAGES_PER_TOWN} passages per town (history, culture: the answers; transport: "
       f"none), {shared} towns sharing their name with one in another region (their questions "
-      f"name the region), about {NATIVE_NAME_SHARE:.0%} of the questions in {native} naming "
+      f"name the region), about {native_name_share:.0%} of the questions in {native} naming "
       "the town in their own script.\n"
       "Written by xtr_jax.experiments.sample_data (seeded); not real data.\n"
     ),
@@ -615,7 +624,7 @@ def write_sample(
 def main(argv: list[str] | None = None) -> int:
   """Writes the sample on its own: a small multilingual corpus with queries, qrels and
   training pairs to try the other subcommands on in seconds, without running the demo."""
-  from xtr_jax.cli import ArgumentParser, positive_int  # noqa: PLC0415
+  from xtr_jax.cli import ArgumentParser, fraction, positive_int  # noqa: PLC0415
 
   parser = ArgumentParser(prog="xtr-jax sample-data", description=__doc__.split("\n")[0])
   parser.add_argument("--output", required=True, help="Folder to write (created).")
@@ -626,8 +635,26 @@ def main(argv: list[str] | None = None) -> int:
     help=f"Invented towns, {PASSAGES_PER_TOWN} passages each.",
   )
   parser.add_argument("--seed", type=int, default=17, help="Seed of the invented world.")
+  parser.add_argument(
+    "--native_name_share",
+    type=fraction,
+    default=NATIVE_NAME_SHARE,
+    help="Share of the questions in ar bn ja ko ru te that write the town in their script.",
+  )
+  parser.add_argument(
+    "--family_size",
+    type=positive_int,
+    default=FAMILY_SIZE,
+    help="Towns per name stem on average (larger: more alike names).",
+  )
   args = parser.parse_args(argv)
-  paths = write_sample(args.output, num_towns=args.num_towns, seed=args.seed)
+  paths = write_sample(
+    args.output,
+    num_towns=args.num_towns,
+    seed=args.seed,
+    native_name_share=args.native_name_share,
+    family_size=args.family_size,
+  )
   print(pathlib.Path(paths["readme"]).read_text(encoding="utf-8").split("\n\n", 1)[1].strip())
   for key in ("corpus", "swim_ir_dir", "xor_train", "dev", "qrels"):
     print(f"  {key}: {paths[key]}")
