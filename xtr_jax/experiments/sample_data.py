@@ -414,6 +414,8 @@ def make_world(num_towns: int = 120, seed: int = 17, family_size: int = FAMILY_S
   """Invented towns with attributes. A name is shared by at most two towns, in different
   regions (``namesakes``: True for both); ``key`` is unique and ``title`` tells them apart.
   ``family_size``: towns per name stem on average; larger families make names more alike."""
+  if family_size < 1:
+    raise ValueError(f"family_size: {family_size} is not a positive number of towns")
   rng = random.Random(seed)
   towns: list[dict] = []
   count: dict[str, int] = {}
@@ -513,8 +515,6 @@ def write_sample(
   (results/sample_difficulty.md measures both)."""
   if not 0.0 <= native_name_share <= 1.0:
     raise ValueError(f"native_name_share: {native_name_share} is not between 0 and 1")
-  if family_size < 1:
-    raise ValueError(f"family_size: {family_size} is not a positive number of towns")
   out = pathlib.Path(out_dir)
   rng = random.Random(seed + 1)
   script_rng = random.Random(seed + 2)  # which questions write the name in their script
