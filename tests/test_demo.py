@@ -261,3 +261,11 @@ def test_sample_data_command_writes_a_small_sample(tmp_path, capsys):
     == 0
   )
   assert "about 100% of the questions" in capsys.readouterr().out
+  assert sample_data.main(["--output", str(tmp_path / "s3"), "--described_share", "0.25"]) == 0
+  assert "about 25% of those about founded, population" in capsys.readouterr().out
+  with pytest.raises(SystemExit) as exit_info:
+    sample_data.main(["--output", str(tmp_path / "s4"), "--described_share", "2"])
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err[-1].endswith("argument --described_share: must be between 0 and 1, got 2.0")
+  assert not (tmp_path / "s4").exists()

@@ -43,8 +43,9 @@ def test_sample_is_deterministic_and_consistent(tmp_path):
     assert q["answers"][0] in passages[qrels[q["id"]]]
     assert not qrels[q["id"]].endswith("_2")  # the transport passage answers nothing
 
-  # Every training question names its town: in Latin letters or in its language's script
-  # (less the last letter, which Russian declension may change).
+  # Every training question names its town, in Latin letters or in its language's script
+  # (less the last letter, which Russian declension may change), or gives the fact of its
+  # passage that describes it.
   towns = {t["title"]: t for t in sample_data.make_world(20)}
   for code in sample_data.LANGUAGES:
     recs = _jsonl(f"{a['swim_ir_dir']}/{code}.jsonl")
@@ -52,7 +53,62 @@ def test_sample_is_deterministic_and_consistent(tmp_path):
     for r in recs:
       town = towns[r["title"]]
       forms = {town["name"], sample_data.name_in_script(town, code)}
-      assert r["code"] == code and any(f[:-1] in r["query"] for f in forms), r
+      named = any(f[:-1] in r["query"] for f in forms)
+      assert r["code"] == code and (named or _describes(town, r["_id"].split("-")[-2], r["query"]))
+
+
+def _describes(town: dict, attribute: str, question: str) -> bool:
+  """Does ``question`` pick ``town`` out by the fact DESCRIBED_BY gives for ``attribute``?"""
+  fact = sample_data.DESCRIBED_BY.get(attribute)
+  if fact is None:
+    return False
+  forms = {town[fact]}
+  if fact == "mayor":
+    forms |= {sample_data.mayor_in_script(town, c) for c in sample_data.LANGUAGES}
+  return any(f in question for f in forms)
+
+
+def test_described_questions_name_no_town_and_give_a_fact_of_one_passage(tmp_path):
+  """At described_share 1 every question about founded, population, river and known_for
+  whose describing fact is one town's alone leaves the name out and gives that fact, which
+  stands in the gold passage; mayor questions and questions whose fact is shared still name
+  the town; share 0 writes the named questions of the sample before the knob."""
+  towns = sample_data.make_world(60)
+  by_key = {t["key"]: t for t in towns}
+  paths = sample_data.write_sample(tmp_path / "all", num_towns=60, described_share=1.0)
+  passages = {
+    r[0]: r[1] for r in csv.reader(open(paths["corpus"], encoding="utf-8"), delimiter="\t")
+  }
+  gold = {line.split()[0]: line.split()[2] for line in _read(paths["qrels"]).splitlines()}
+  described = 0
+  for q in _jsonl(paths["dev"]):
+    key, attr = q["id"].split("-", 2)[2].rsplit("-", 1)
+    town = by_key[key]
+    names = {town["name"], sample_data.name_in_script(town, q["lang"])}
+    named = any(n[:-1] in q["question"] for n in names)
+    fact = sample_data.DESCRIBED_BY.get(attr)
+    if fact and sum(t[fact] == town[fact] for t in towns) == 1:
+      assert not named and _describes(town, attr, q["question"]), q
+      assert town[fact] in passages[gold[q["id"]]]  # the fact is in the gold passage
+      described += 1
+    else:
+      assert named, q
+  assert described > 100
+  q = sample_data.described_question(by_key[towns[0]["key"]], "known_for", "ru", native=True)
+  assert q == f"Чем известен город, мэр которого {sample_data.mayor_in_script(towns[0], 'ru')}?"
+  assert all(c in "абвгдежзийклмнопрстуфхцчшщъыьэюяАБВГДЕЖЗИЙКЛМНОПРСТУФХЦЧШЩЪЫЬЭЮЯ ,?" for c in q)
+  none = sample_data.write_sample(tmp_path / "none", num_towns=60, described_share=0.0)
+  for q in _jsonl(none["dev"]):
+    town = by_key[q["id"].split("-", 2)[2].rsplit("-", 1)[0]]
+    names = {town["name"], sample_data.name_in_script(town, q["lang"])}
+    assert any(n[:-1] in q["question"] for n in names), q
+  try:
+    sample_data.write_sample(tmp_path / "bad", num_towns=4, described_share=-0.1)
+  except ValueError as e:
+    assert str(e) == "described_share: -0.1 is not between 0 and 1"
+  else:
+    raise AssertionError("a negative share was accepted")
+  assert not (tmp_path / "bad").exists()
 
 
 def test_names_are_transliterated_and_inflected_regularly():
@@ -97,7 +153,7 @@ def test_world_has_namesakes_shared_rivers_and_native_script_questions(tmp_path)
     transport = sample_data.passages_of(town)[2]
     assert transport.count(town["name"]) == 2 and all(n in transport for n in town["neighbours"])
 
-  paths = sample_data.write_sample(tmp_path, num_towns=120)
+  paths = sample_data.write_sample(tmp_path, num_towns=120, described_share=0.0)
   dev = _jsonl(paths["dev"])
   by_key = {t["key"]: t for t in towns}
   native = collections.Counter()
@@ -146,11 +202,15 @@ def _native_share(dev: list[dict]) -> float:
 def test_difficulty_knobs_change_names_and_scripts(tmp_path):
   """native_name_share 0 and 1 write every name in Latin and in script; a larger family_size
   gives fewer name stems (more alike names); the defaults are the shipped sample."""
-  latin = sample_data.write_sample(tmp_path / "latin", num_towns=60, native_name_share=0.0)
-  script = sample_data.write_sample(tmp_path / "script", num_towns=60, native_name_share=1.0)
+  latin = sample_data.write_sample(
+    tmp_path / "latin", num_towns=60, native_name_share=0.0, described_share=0.0
+  )
+  script = sample_data.write_sample(
+    tmp_path / "script", num_towns=60, native_name_share=1.0, described_share=0.0
+  )
   assert _native_share(_jsonl(latin["dev"])) == 0.0
   assert _native_share(_jsonl(script["dev"])) == 1.0
-  default = sample_data.write_sample(tmp_path / "default", num_towns=60)
+  default = sample_data.write_sample(tmp_path / "default", num_towns=60, described_share=0.0)
   assert 0.1 < _native_share(_jsonl(default["dev"])) < 0.5  # NATIVE_NAME_SHARE is 0.3
 
   def stems(family_size: int) -> int:
@@ -158,7 +218,9 @@ def test_difficulty_knobs_change_names_and_scripts(tmp_path):
     return len({t["parts"][0][:-1] for t in world})
 
   assert stems(30) < stems(5) and stems(30) <= 2
-  same = sample_data.write_sample(tmp_path / "same", num_towns=60, native_name_share=0.3)
+  same = sample_data.write_sample(
+    tmp_path / "same", num_towns=60, native_name_share=0.3, described_share=0.0
+  )
   assert _read(same["dev"]) == _read(default["dev"])
   try:
     sample_data.write_sample(tmp_path / "bad", num_towns=4, native_name_share=1.5)

@@ -74,7 +74,7 @@ class Scale:
 
 SCALES = {
   "default": Scale(
-    num_towns=120,
+    num_towns=240,
     vocab_size=1000,
     xtr_steps=300,
     xqg_steps=300,

@@ -20,15 +20,20 @@ It is built so that matching surface words is not enough, as in XOR-Retrieve its
   their own script, a regular transliteration of its syllables ("Briputeim" is "Брипутейм",
   "ブリプテイム", "브리푸테임", ...), as real XOR questions do; Finnish and Russian inflect
   the name ("Briputeimin väkiluku", "население Брипутейма"), and Japanese and Korean glue
-  particles to it. Questions share no other word with the passages: they are in other
+  particles to it.
+- Most questions do not name the town at all (``DESCRIBED_SHARE``): they pick it out by
+  another fact of the passage that answers them, a fact only that town has ("What is the
+  population of the town founded in 1375?", "What is the town whose mayor is Noukrour Stoubusi
+  known for?"), while every other history passage gives a founding year and every
+  transport passage the year its station opened. Mayor questions, and those whose fact another town
+  shares, name the town. Questions share no other word with the passages: they are in other
   languages.
 
-So a word-matching baseline finds the gold passage only when the question writes the town's
-name as the passage does, and is near chance otherwise: BM25's macro Recall@20 is 54.0 at the
-demo's default 120 towns (55-63 for seeds 18-22), 61.4 at its smoke size (24 towns), 87.5 at
-the README's 12, against 73.7, 81.4 and 95.1 for the earlier two-passage sample with Latin
-names only. The gold passage is still determined by what the question means, and
-multilingual-E5-small finds it zero-shot (Recall@20 100, MRR@10 77 at 120 towns).
+So a word-matching baseline finds the gold passage only when the question writes the name or
+the number as the passage does, and a multilingual encoder has to match the question's
+meaning (which fact, which number) rather than one invented name: at the demo's 240 towns
+multilingual-E5-small zero-shot is clearly below Recall@20 100, and BM25 further below
+(results/sample_difficulty.md has both, per size and knob).
 
 Layout written by ``write_sample(out_dir)`` (or ``python -m xtr_jax.experiments.sample_data
 --output DIR``)::
@@ -43,6 +48,7 @@ Layout written by ``write_sample(out_dir)`` (or ``python -m xtr_jax.experiments.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import pathlib
@@ -116,6 +122,57 @@ TEMPLATES: dict[str, dict[str, str]] = {
     "te": "{x} మేయర్ ఎవరు?",
   },
 }
+# Described questions: the town is not named but picked out by another fact of the passage
+# that answers (attribute -> that fact), so only the question's meaning finds the passage.
+# {d}: the fact (a year, a population, the mayor's name). Mayor questions always name the town.
+DESCRIBED_BY = {
+  "founded": "population",
+  "population": "founded",
+  "river": "founded",
+  "known_for": "mayor",
+}
+DESCRIBED_TEMPLATES: dict[str, dict[str, str]] = {
+  "founded": {
+    "en": "When was the town with a population of {d} founded?",
+    "ar": "متى تأسست المدينة التي يبلغ عدد سكانها {d}؟",
+    "bn": "{d} জনসংখ্যার শহরটি কবে প্রতিষ্ঠিত হয়েছিল?",
+    "fi": "Milloin perustettiin kaupunki, jonka väkiluku on {d}?",
+    "ja": "人口{d}人の町はいつ設立されましたか？",
+    "ko": "인구 {d}명의 도시는 언제 설립되었습니까?",
+    "ru": "Когда был основан город с населением {d}?",
+    "te": "{d} జనాభా ఉన్న పట్టణం ఎప్పుడు స్థాపించబడింది?",
+  },
+  "population": {
+    "en": "What is the population of the town founded in {d}?",
+    "ar": "كم عدد سكان المدينة التي تأسست عام {d}؟",
+    "bn": "{d} সালে প্রতিষ্ঠিত শহরটির জনসংখ্যা কত?",
+    "fi": "Mikä on vuonna {d} perustetun kaupungin väkiluku?",
+    "ja": "{d}年に設立された町の人口は何人ですか？",
+    "ko": "{d}년에 설립된 도시의 인구는 얼마입니까?",
+    "ru": "Каково население города, основанного в {d} году?",
+    "te": "{d}లో స్థాపించబడిన పట్టణం జనాభా ఎంత?",
+  },
+  "river": {
+    "en": "On which river lies the town founded in {d}?",
+    "ar": "على أي نهر تقع المدينة التي تأسست عام {d}؟",
+    "bn": "{d} সালে প্রতিষ্ঠিত শহরটি কোন নদীর তীরে অবস্থিত?",
+    "fi": "Minkä joen varrella sijaitsee vuonna {d} perustettu kaupunki?",
+    "ja": "{d}年に設立された町はどの川のほとりにありますか？",
+    "ko": "{d}년에 설립된 도시는 어느 강에 위치해 있습니까?",
+    "ru": "На какой реке расположен город, основанный в {d} году?",
+    "te": "{d}లో స్థాపించబడిన పట్టణం ఏ నది ఒడ్డున ఉంది?",
+  },
+  "known_for": {
+    "en": "What is the town whose mayor is {d} known for?",
+    "ar": "بماذا تشتهر المدينة التي عمدتها {d}؟",
+    "bn": "যে শহরের মেয়র {d}, সেটি কিসের জন্য বিখ্যাত?",
+    "fi": "Mistä tunnetaan kaupunki, jonka pormestari on {d}?",
+    "ja": "{d}が市長を務める町は何で知られていますか？",
+    "ko": "시장이 {d}인 도시는 무엇으로 유명합니까?",
+    "ru": "Чем известен город, мэр которого {d}?",
+    "te": "{d} మేయర్‌గా ఉన్న పట్టణం దేనికి ప్రసిద్ధి చెందింది?",
+  },
+}
 # Which of a town's passages answers each attribute; its third (transport) answers none.
 PASSAGE_OF = {"founded": 0, "river": 0, "population": 0, "known_for": 1, "mayor": 1}
 PASSAGES_PER_TOWN = 3
@@ -125,6 +182,7 @@ NATIVE_NAME_SHARE = 0.3  # of the questions in ar bn ja ko ru te: the town in th
 HOMONYM_SHARE = 0.1  # chance that a new town takes the name of one in another region
 FAMILY_SIZE = 5  # towns per name stem, on average
 SHARED_RIVER_SHARE = 0.4  # chance that a new town lies on a river of its region already used
+DESCRIBED_SHARE = 1.0  # of the questions with a DESCRIBED_BY fact: no name, that fact instead
 
 # Regions: English name (in titles and ids) -> the passages' phrase ("en") and the label a
 # question in each language uses to say which of two namesakes it means.
@@ -378,6 +436,12 @@ def name_in_script(town: dict, code: str) -> str:
   return to_script(town["parts"]) if to_script else town["name"]
 
 
+def mayor_in_script(town: dict, code: str) -> str:
+  """The mayor's first and last name in ``code``'s script (Latin for Finnish)."""
+  to_script = SCRIPT_OF.get(code, _latin)
+  return " ".join(to_script(parts) for parts in town["mayor_parts"])
+
+
 def _genitive(code: str, name: str, native: bool) -> str:
   if code == "fi":  # Lanor -> Lanorin, Kesta -> Kestan
     return name + ("n" if name[-1] in "aeiouy" else "in")
@@ -410,6 +474,14 @@ def question(town: dict, attribute: str, code: str, native: bool = False) -> str
   return TEMPLATES[attribute][code].format(x=name, xg=genitive, top=_topic_particle(name))
 
 
+def described_question(town: dict, attribute: str, code: str, native: bool = False) -> str:
+  """The question about ``attribute`` that picks ``town`` out by its ``DESCRIBED_BY`` fact
+  instead of its name (the mayor's name in the language's script when ``native``)."""
+  fact = DESCRIBED_BY[attribute]
+  value = mayor_in_script(town, code) if fact == "mayor" and native else town[fact]
+  return DESCRIBED_TEMPLATES[attribute][code].format(d=value)
+
+
 def make_world(num_towns: int = 120, seed: int = 17, family_size: int = FAMILY_SIZE) -> list[dict]:
   """Invented towns with attributes. A name is shared by at most two towns, in different
   regions (``namesakes``: True for both); ``key`` is unique and ``title`` tells them apart.
@@ -440,7 +512,7 @@ def make_world(num_towns: int = 120, seed: int = 17, family_size: int = FAMILY_S
     else:
       river = _latin(_name_parts(rng, 2))
       rivers[region].append(river)
-    mayor_first, mayor_last = _latin(_name_parts(rng, 2)), _latin(_name_parts(rng, 3))
+    mayor_parts = (_name_parts(rng, 2), _name_parts(rng, 3))
     founded = rng.randint(1100, 1950)
     towns.append(
       dict(
@@ -451,7 +523,8 @@ def make_world(num_towns: int = 120, seed: int = 17, family_size: int = FAMILY_S
         founded=str(founded),
         population=f"{rng.randint(2, 400)},{rng.randint(0, 9)}00",
         known_for=rng.choice(_PRODUCTS),
-        mayor=f"{mayor_first} {mayor_last}",
+        mayor=" ".join(_latin(p) for p in mayor_parts),
+        mayor_parts=mayor_parts,
         station_opened=str(rng.randint(max(founded + 1, 1840), 2010)),
         passengers=f"{rng.randint(2, 90) * 100:,}",
       )
@@ -496,6 +569,16 @@ def answer_of(town: dict, attribute: str) -> str:
   return town[attribute]
 
 
+def _unique_facts(towns: list[dict]) -> dict[str, set[str]]:
+  """Per describing fact, the values that only one town has: a described question must
+  have one gold passage."""
+  out = {}
+  for fact in set(DESCRIBED_BY.values()):
+    counts = collections.Counter(t[fact] for t in towns)
+    out[fact] = {value for value, n in counts.items() if n == 1}
+  return out
+
+
 def _jsonl(rows: list[dict]) -> str:
   return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
@@ -509,21 +592,31 @@ def write_sample(
   seed: int = 17,
   native_name_share: float = NATIVE_NAME_SHARE,
   family_size: int = FAMILY_SIZE,
+  described_share: float = DESCRIBED_SHARE,
 ) -> dict[str, str]:
   """Writes the sample under ``out_dir`` and returns the paths of its files. The defaults are
-  the shipped sample's; ``native_name_share`` and ``family_size`` make it harder or easier
-  (results/sample_difficulty.md measures both)."""
-  if not 0.0 <= native_name_share <= 1.0:
-    raise ValueError(f"native_name_share: {native_name_share} is not between 0 and 1")
+  the shipped sample's; ``native_name_share``, ``family_size`` and ``described_share`` make it
+  harder or easier (results/sample_difficulty.md measures them)."""
+  for name, share in (
+    ("native_name_share", native_name_share),
+    ("described_share", described_share),
+  ):
+    if not 0.0 <= share <= 1.0:
+      raise ValueError(f"{name}: {share} is not between 0 and 1")
   out = pathlib.Path(out_dir)
   rng = random.Random(seed + 1)
   script_rng = random.Random(seed + 2)  # which questions write the name in their script
+  described_rng = random.Random(seed + 3)  # which questions describe the town instead
   towns = make_world(num_towns, seed, family_size)
   num_dev = max(1, int(round(num_towns * dev_fraction)))
   dev_towns, train_towns = towns[:num_dev], towns[num_dev:]
+  unique = _unique_facts(towns)
 
   def ask(town: dict, attr: str, code: str) -> str:
     native = code in SCRIPT_OF and script_rng.random() < native_name_share
+    if attr in DESCRIBED_BY and described_rng.random() < described_share:
+      if town[DESCRIBED_BY[attr]] in unique[DESCRIBED_BY[attr]]:
+        return described_question(town, attr, code, native)
     return question(town, attr, code, native)
 
   corpus_rows, pid_of = ["id\ttext\ttitle"], {}
@@ -614,7 +707,9 @@ def write_sample(
       f"{PASSAGES_PER_TOWN} passages per town (history, culture: the answers; transport: "
       f"none), {shared} towns sharing their name with one in another region (their questions "
       f"name the region), about {native_name_share:.0%} of the questions in {native} naming "
-      "the town in their own script.\n"
+      f"the town in their own script, about {described_share:.0%} of those about "
+      f"{', '.join(DESCRIBED_BY)} picking the town out by another fact of the passage "
+      "instead of its name.\n"
       "Written by xtr_jax.experiments.sample_data (seeded); not real data.\n"
     ),
   )
@@ -647,6 +742,13 @@ def main(argv: list[str] | None = None) -> int:
     default=FAMILY_SIZE,
     help="Towns per name stem on average (larger: more alike names).",
   )
+  parser.add_argument(
+    "--described_share",
+    type=fraction,
+    default=DESCRIBED_SHARE,
+    help=f"Share of the questions about {', '.join(DESCRIBED_BY)} that do not name the town "
+    "but give another fact of its passage (a year, a population, the mayor).",
+  )
   args = parser.parse_args(argv)
   paths = write_sample(
     args.output,
@@ -654,6 +756,7 @@ def main(argv: list[str] | None = None) -> int:
     seed=args.seed,
     native_name_share=args.native_name_share,
     family_size=args.family_size,
+    described_share=args.described_share,
   )
   print(pathlib.Path(paths["readme"]).read_text(encoding="utf-8").split("\n\n", 1)[1].strip())
   for key in ("corpus", "swim_ir_dir", "xor_train", "dev", "qrels"):
