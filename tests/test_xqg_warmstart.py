@@ -152,6 +152,36 @@ def test_warm_started_encoder_reproduces_the_backbone_exactly(backbone, generato
   assert "encoder_decoder_attention" not in bb["layers_0"]
 
 
+def test_cross_attention_can_start_as_a_copy_of_self_attention(backbone, tmp_path):
+  """cross_attention_init='self_attention': each layer's cross-attention and its LayerNorm
+  are the backbone layer's self-attention and LayerNorm; 'random' keeps them fresh."""
+  config = Bert2BertConfig(encoder=_encoder_config(), output_vocab=_vocab())
+  bb = orbax_io.load_checkpoint(backbone).params["bert"]
+  out = glue.warm_start_checkpoint(
+    backbone, str(tmp_path / "copy"), config, cross_attention_init="self_attention"
+  )
+  ckpt = orbax_io.load_checkpoint(out)
+  assert ckpt.extra["cross_attention_init"] == "self_attention"
+  for i in range(config.decoder_layers):
+    layer, source = ckpt.params["decoder"][f"layers_{i}"], bb[f"layers_{i}"]
+    for cross, own in glue.CROSS_FROM_SELF.items():
+      for leaf in ("kernel", "bias"):
+        np.testing.assert_array_equal(
+          layer["encoder_decoder_attention"][cross][leaf], source[own][leaf]
+        )
+    np.testing.assert_array_equal(
+      layer["cross_attention_layer_norm"]["scale"], source["attention_layer_norm"]["scale"]
+    )
+  fresh = orbax_io.load_checkpoint(
+    glue.warm_start_checkpoint(backbone, str(tmp_path / "fresh"), config)
+  )
+  kernel = fresh.params["decoder"]["layers_0"]["encoder_decoder_attention"]["query"]["kernel"]
+  assert not np.array_equal(kernel, bb["layers_0"]["query"]["kernel"])
+  with pytest.raises(ValueError, match=r"cross_attention_init='copy'; expected one of"):
+    glue.warm_start_checkpoint(backbone, str(tmp_path / "bad"), config, cross_attention_init="copy")
+  assert not (tmp_path / "bad").exists()
+
+
 def test_warm_start_refuses_another_architecture(backbone, tmp_path):
   config = Bert2BertConfig(encoder=_encoder_config().replace(hidden_size=32, num_attention_heads=4))
   with pytest.raises(

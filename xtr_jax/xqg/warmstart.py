@@ -129,17 +129,20 @@ def warm_start_init(
   output: str = gin.REQUIRED,
   config: Bert2BertConfig = gin.REQUIRED,
   init_decoder: bool = True,
+  cross_attention_init: str = "random",
   seed: int = 0,
 ) -> str:
   """The warm-started checkpoint for ``config`` at ``output``, written on first use.
 
-  An existing one is reused only when its config is ``config`` (else a one-line error).
+  An existing one is reused only when it was written for ``config`` with the same
+  ``init_decoder`` and ``cross_attention_init`` (else a one-line error).
   """
   from xtr_jax.checkpoints.bert2bert import warm_start_checkpoint  # noqa: PLC0415
 
   if xio.isdir(output):
     saved = load_checkpoint(output, verify=False)
-    if saved.config != config or saved.extra.get("init_decoder") != init_decoder:
+    same = (saved.extra.get("init_decoder"), saved.extra.get("cross_attention_init", "random"))
+    if saved.config != config or same != (init_decoder, cross_attention_init):
       raise ValueError(
         f"{output}: an init checkpoint for another generator config exists; delete it or "
         "set warm_start_init.output elsewhere"
@@ -147,7 +150,12 @@ def warm_start_init(
     return output
   logging.info("warm-starting %s from %s", output, backbone)
   return warm_start_checkpoint(
-    resolve_checkpoint(backbone), output, config, init_decoder=init_decoder, seed=seed
+    resolve_checkpoint(backbone),
+    output,
+    config,
+    init_decoder=init_decoder,
+    cross_attention_init=cross_attention_init,
+    seed=seed,
   )
 
 
