@@ -59,13 +59,10 @@ def main() -> None:
 
   params, config = _params(args)
   tok = warmstart.backbone_tokenizer(args.backbone)
-  records = warmstart._split(args.pairs, args.heldout_fraction, "heldout")[: args.num_pairs]
-  src, tgt = warmstart.xqg_sources_targets(records, tok, args.passage_length, args.query_length)
-  unk = tok.tokenizer.token_to_id("<unk>")
-  out = bert2bert.to_output_ids(config, np.where(tgt >= 0, tgt, unk), unk)
-  out = np.where(tgt >= 0, out, 0).astype(np.int32)
-  dec_in = np.concatenate([np.zeros_like(out[:, :1]), out[:, :-1]], axis=1)
-  weights = (tgt >= 0).astype(np.int32)
+  records = warmstart.split_pairs(args.pairs, args.heldout_fraction, "heldout")[: args.num_pairs]
+  arrays = warmstart.xqg_arrays(records, tok, config, args.passage_length, args.query_length)
+  src, dec_in = arrays["encoder_input_tokens"], arrays["decoder_input_tokens"]
+  out, weights = arrays["decoder_target_tokens"], arrays["decoder_loss_weights"]
   model = bert2bert.Bert2Bert(config)
 
   @jax.jit

@@ -73,7 +73,8 @@ def xqg_sources_targets(
   return sources, targets
 
 
-def _split(pairs: str, heldout_fraction: float, split: str) -> list[dict]:
+def split_pairs(pairs: str, heldout_fraction: float, split: str) -> list[dict]:
+  """The ``split`` ('train' or 'heldout') of the pairs at ``pairs``, by a hash of each id."""
   heldout = split == "heldout"
   return [r for r in read_pairs(pairs) if is_heldout(r["id"], heldout_fraction) == heldout]
 
@@ -84,7 +85,7 @@ def output_vocabulary(
 ) -> tuple[int, ...]:
   """Sorted tokenizer ids occurring in the training split (questions and prompts) + specials."""
   tok = backbone_tokenizer(backbone)
-  train = _split(pairs, heldout_fraction, "train")
+  train = split_pairs(pairs, heldout_fraction, "train")
   sources, targets = xqg_sources_targets(train, tok, passage_length, query_length)
   ids = set(np.unique(sources).tolist()) | set(np.unique(targets[targets >= 0]).tolist())
   vocab = tuple(sorted(ids | set(special_ids(tok))))
@@ -185,20 +186,33 @@ def xqg_pairs_batches(
       f"targets); got {config.decoder_start_token_id}"
     )
   tok = backbone_tokenizer(backbone)
-  keep = _split(pairs, heldout_fraction, split)
+  keep = split_pairs(pairs, heldout_fraction, split)
   if len(keep) < batch_size:
     raise ValueError(
       f"split {split!r} of {pairs!r} has {len(keep)} pairs < batch_size={batch_size}"
     )
-  sources, targets = xqg_sources_targets(keep, tok, passage_length, query_length)
-  unk = tok.tokenizer.token_to_id("<unk>")
+  arrays = xqg_arrays(keep, tok, config, passage_length, query_length)
+  logging.info("%s: %d %s xQG pairs (tokenizer of %s)", pairs, len(keep), split, backbone)
+  return epoch_batches(arrays, batch_size, seed)
+
+
+def xqg_arrays(
+  records: list[dict],
+  tokenizer,
+  config: Bert2BertConfig,
+  passage_length: int,
+  query_length: int,
+) -> dict[str, np.ndarray]:
+  """The seq2seq feature arrays of ``records`` in the generator's ids: encoder prompts,
+  decoder inputs (``<s>`` = output id 0, then the targets shifted right), targets and their
+  loss weights (0 on padding)."""
+  sources, targets = xqg_sources_targets(records, tokenizer, passage_length, query_length)
+  unk = tokenizer.tokenizer.token_to_id("<unk>")
   out = to_output_ids(config, np.where(targets >= 0, targets, unk), unk)
   out = np.where(targets >= 0, out, 0).astype(np.int32)
-  logging.info("%s: %d %s xQG pairs (tokenizer of %s)", pairs, len(keep), split, backbone)
-  arrays = {
+  return {
     "encoder_input_tokens": sources,
     "decoder_input_tokens": np.concatenate([np.zeros_like(out[:, :1]), out[:, :-1]], axis=1),
     "decoder_target_tokens": out,
     "decoder_loss_weights": (targets >= 0).astype(np.int32),
   }
-  return epoch_batches(arrays, batch_size, seed)
