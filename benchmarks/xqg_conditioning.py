@@ -6,7 +6,7 @@ training loss falls like a working one's: it has become a language model of ques
 cheapest test, before any generation or index build: the teacher-forced loss on held-out
 pairs with each pair's own prompt, and with the prompts rotated by one (every question paired
 with another pair's passage and language). A generator that uses its source loses clearly
-more on the rotated prompts; the one in results/xqg_warmstart.md lost 0.00001 nats.
+more on the rotated prompts; the collapsed one in results/xqg_warmstart.md lost 0.0000 nats.
 
   .venv/bin/python benchmarks/xqg_conditioning.py --checkpoint outputs/xqg_me5_cpu/final \
     --pairs '../shared/data/pairs_swim_ir_layout/cross_lingual/*.jsonl'

@@ -90,11 +90,8 @@ def warm_start_params(
     source_layer = backbone[f"layers_{i}"]
     layer.update({k: source_layer[k] for k in SHARED_LAYER_PARTS})
     if cross_attention_init == "self_attention":
-      cross = {k: source_layer[v] for k, v in CROSS_FROM_SELF.items()}
-      layer["encoder_decoder_attention"] = jax.tree_util.tree_map(np.copy, cross)
-      layer["cross_attention_layer_norm"] = jax.tree_util.tree_map(
-        np.copy, source_layer["attention_layer_norm"]
-      )
+      layer["encoder_decoder_attention"] = {k: source_layer[v] for k, v in CROSS_FROM_SELF.items()}
+      layer["cross_attention_layer_norm"] = source_layer["attention_layer_norm"]
     decoder[f"layers_{i}"] = layer
   if not config.tie_word_embeddings:
     decoder["lm_head"] = {"kernel": word.T.copy(), "bias": np.zeros(len(rows), word.dtype)}
