@@ -448,3 +448,29 @@ def test_tampered_tokenizer_is_refused(ckpt, tmp_path):
     tokenizer_for(str(copy), meta["extra"], None)
   assert str(path) in _one_line(e)
   assert tokenizer_for(ckpt, orbax_io.load_metadata(ckpt)["extra"], None).pad_id == PAD
+
+
+def test_init_projection_distill_records_the_fit_and_its_heldout_retrieval(ckpt, pairs, tmp_path):
+  out = str(tmp_path / "distill16")
+  fit = {"steps": 6, "batch_size": 16, "learning_rate": 1e-3, "k_train": 32, "log_every": 3}
+  summary = projection_init.init_projection(
+    ckpt,
+    pairs,
+    out,
+    proj_dim=16,
+    n_texts=64,
+    passage_length=32,
+    query_length=16,
+    method="distill",
+    fit=fit,
+  )
+  record = orbax_io.load_checkpoint(out).extra["projection_init"]
+  assert record["kind"] == "distill" and record["fit"] == fit and record["pairs_used"] == 64
+  assert [h["step"] for h in record["history"]] == [3, 6]
+  assert set(record["heldout"]) == {"teacher", "pca", "distill"}
+  assert all(0 <= m["mrr@10"] <= 1 and m["queries"] > 0 for m in record["heldout"].values())
+  assert summary["heldout"] == record["heldout"]
+  assert orbax_io.load_checkpoint(out).params["projection"]["kernel"].shape == (64, 16)
+  with pytest.raises(ValueError, match="--method 'svd'"):
+    projection_init.init_projection(ckpt, pairs, str(tmp_path / "x"), method="svd")
+  assert not os.path.exists(tmp_path / "x")
