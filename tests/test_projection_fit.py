@@ -98,3 +98,15 @@ def test_fit_projection_refuses_too_few_pairs():
   train = _pairs(8, seed=0)
   with pytest.raises(ValueError, match="batch_size=16"):
     pf.fit_projection(*train, np.eye(12, 4, dtype=np.float32), batch_size=16)
+
+
+@pytest.mark.parametrize("flag", ["--token_temperature", "--fit_learning_rate"])
+def test_init_projection_refuses_a_non_positive_rate_before_any_work(flag, tmp_path, capsys):
+  out = tmp_path / "never"
+  argv = ["--checkpoint", "none", "--pairs", "none", "--output", str(out), flag, "0"]
+  with pytest.raises(SystemExit) as exit_info:
+    projection_init.main([*argv, "--method", "distill"])
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err[-1].endswith(f"argument {flag}: must be a finite number > 0, got 0.0")
+  assert not out.exists()

@@ -149,6 +149,17 @@ def fraction(text: str) -> float:
   return value
 
 
+def positive_float(text: str) -> float:
+  """argparse ``type`` for rates and temperatures: a finite number > 0."""
+  try:
+    value = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+  if not 0.0 < value < float("inf"):
+    raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {value}")
+  return value
+
+
 def positive_int(text: str) -> int:
   """argparse ``type`` for counts such as ``--k``: an integer >= 1."""
   try:

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from xtr_jax.models.xtr import l2_normalize
 from xtr_jax.training import losses
 
 Array = jax.Array
@@ -84,10 +85,8 @@ def distill_loss(
   """Token KL + ``doc_weight`` x XTR in-batch cross-entropy; q [B, Lq, d], d [B, Ld, d]."""
   b, lq, dim = q.shape
   ld = d.shape[1]
-  qt = q.astype(jnp.float32).reshape(b * lq, dim)
-  dt = d.astype(jnp.float32).reshape(b * ld, dim)
-  qt = qt / jnp.maximum(jnp.linalg.norm(qt, axis=-1, keepdims=True), 1e-6)
-  dt = dt / jnp.maximum(jnp.linalg.norm(dt, axis=-1, keepdims=True), 1e-6)
+  qt = l2_normalize(q.reshape(b * lq, dim))  # the teacher: no gradient flows here
+  dt = l2_normalize(d.reshape(b * ld, dim))
   qs, ds = project(qt, kernel), project(dt, kernel)
   kl = token_kl(qt @ dt.T, qs @ ds.T, q_mask.reshape(-1), d_mask.reshape(-1), token_temperature)
   logits = losses.xtr_scores(qs.reshape(b, lq, -1), q_mask, ds.reshape(b, ld, -1), d_mask, k_train)
@@ -161,18 +160,17 @@ def heldout_retrieval(
   from xtr_jax.index.xtr_search import xtr_search_batch  # noqa: PLC0415
 
   (q, qm), (d, dm) = queries, passages
-  encode = (lambda x: project(jnp.asarray(x), kernel)) if kernel is not None else None
-  flat_d = d[dm].astype(np.float32)
-  flat_d /= np.maximum(np.linalg.norm(flat_d, axis=-1, keepdims=True), 1e-6)
+
+  def encode(x: np.ndarray) -> Array:
+    x = l2_normalize(jnp.asarray(x))
+    return x if kernel is None else project(x, kernel)
+
   owner = np.repeat(np.arange(len(d)), dm.sum(axis=1))
-  table = jnp.asarray(flat_d if encode is None else encode(flat_d))
+  table = encode(d[dm])
   ranks = []
   for start in range(0, len(q), chunk):
     qc, mc = q[start : start + chunk], qm[start : start + chunk]
-    tokens = qc[mc].astype(np.float32)
-    tokens /= np.maximum(np.linalg.norm(tokens, axis=-1, keepdims=True), 1e-6)
-    tokens = jnp.asarray(tokens if encode is None else encode(tokens))
-    scores, rows = jax.lax.top_k(tokens @ table.T, min(k_prime, table.shape[0]))
+    scores, rows = jax.lax.top_k(encode(qc[mc]) @ table.T, min(k_prime, table.shape[0]))
     results = xtr_search_batch(owner[np.asarray(rows)], np.asarray(scores), mc.sum(axis=1), 10)
     for i, (found, _) in enumerate(results):
       hit = np.nonzero(found == start + i)[0]

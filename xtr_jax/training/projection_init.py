@@ -19,6 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 
+METHODS = ("pca", "distill")
+# The trainer's held-out share (``pairs_batches.heldout_fraction`` in the run configs): the
+# projection is fitted on the training split only and measured on the held-out one.
+HELDOUT_FRACTION = 0.05
+
 
 def principal_axes(states: np.ndarray, proj_dim: int) -> np.ndarray:
   """[d, proj_dim] top eigenvectors of ``states.T @ states`` (descending), float32.
@@ -38,9 +43,9 @@ def principal_axes(states: np.ndarray, proj_dim: int) -> np.ndarray:
 
 def sample_texts(pairs: str, n: int, seed: int = 0) -> tuple[list[str], list[str]]:
   """Up to ``n`` queries and ``n`` distinct passages of the training split, seeded."""
-  from xtr_jax.training.inputs import is_heldout, read_pairs  # noqa: PLC0415
+  from xtr_jax.data.pairs import read_pairs, split_pairs  # noqa: PLC0415
 
-  records = [r for r in read_pairs(pairs) if not is_heldout(r["id"], 0.05)]
+  records = split_pairs(read_pairs(pairs), "train", HELDOUT_FRACTION, where=pairs)
   rng = np.random.default_rng(seed)
   queries = [records[i]["query"] for i in rng.permutation(len(records))[:n]]
   passages = sorted({r["passage"] for r in records})
@@ -48,15 +53,11 @@ def sample_texts(pairs: str, n: int, seed: int = 0) -> tuple[list[str], list[str
   return queries, passages
 
 
-METHODS = ("pca", "distill")
-
-
 def sample_pairs(pairs: str, n: int, split: str, seed: int = 0) -> list[dict]:
   """Up to ``n`` seeded pairs of ``split`` whose passages are distinct (in-batch negatives)."""
-  from xtr_jax.data.pairs import split_pairs  # noqa: PLC0415
-  from xtr_jax.training.inputs import read_pairs  # noqa: PLC0415
+  from xtr_jax.data.pairs import read_pairs, split_pairs  # noqa: PLC0415
 
-  records = split_pairs(read_pairs(pairs), split, 0.05, where=pairs)
+  records = split_pairs(read_pairs(pairs), split, HELDOUT_FRACTION, where=pairs)
   rng = np.random.default_rng(seed)
   seen, out = set(), []
   for i in rng.permutation(len(records)):
@@ -145,7 +146,7 @@ def _distilled_kernel(encode, pairs, n_pairs, proj_dim, lengths, seed, fit):
 
 
 def main(argv: list[str] | None = None) -> int:
-  from xtr_jax.cli import ArgumentParser, positive_int  # noqa: PLC0415
+  from xtr_jax.cli import ArgumentParser, positive_float, positive_int  # noqa: PLC0415
 
   p = ArgumentParser(prog="xtr-jax init-projection", description=__doc__)
   p.add_argument("--checkpoint", required=True, help="Backbone checkpoint dir or me5-small.")
@@ -161,9 +162,12 @@ def main(argv: list[str] | None = None) -> int:
   )
   p.add_argument("--fit_steps", type=positive_int, default=2000, help="distill: Adam steps.")
   p.add_argument("--fit_batch_size", type=positive_int, default=64, help="distill: pairs/step.")
-  p.add_argument("--fit_learning_rate", type=float, default=1e-3, help="distill: Adam lr.")
+  p.add_argument("--fit_learning_rate", type=positive_float, default=1e-3, help="distill: Adam lr.")
   p.add_argument(
-    "--token_temperature", type=float, default=0.02, help="distill: token softmax temperature."
+    "--token_temperature",
+    type=positive_float,
+    default=0.02,
+    help="distill: token softmax temperature.",
   )
   p.add_argument("--doc_weight", type=float, default=1.0, help="distill: XTR loss weight.")
   args = p.parse_args(argv)
