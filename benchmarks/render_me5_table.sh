@@ -22,5 +22,16 @@ if [ -f "$R/me5_xtr384_ft_eval.json" ]; then
   systems+=(--system "$X=$R/me5_xtr384_ft_eval.json")
   pairs+=(--pair "$X:$C" --pair "$X:$B" --pair "$E:$X")
 fi
+# 128-d projections of that 384-d fine-tune (results/projection_fit.md): PCA alone, and the
+# kernel distilled from its token scores (init-projection --method distill).
+Q="mE5 XTR 384-d fine-tuned, PCA to 128-d"; G="(d') mE5 XTR 128-d, 384-d fine-tune distilled"
+if [ -f "$R/me5_ft384_pca128_eval.json" ]; then
+  systems+=(--system "$Q=$R/me5_ft384_pca128_eval.json")
+  pairs+=(--pair "$Q:$C" --pair "$Q:$B")
+fi
+if [ -f "$R/me5_ft384_distill128_eval.json" ]; then
+  systems+=(--system "$G=$R/me5_ft384_distill128_eval.json")
+  pairs+=(--pair "$G:$B" --pair "$G:$C" --pair "$G:$Q" --pair "$G:$D")
+fi
 ${PYTHON:-.venv/bin/python} benchmarks/backbone_table.py "${systems[@]}" "${pairs[@]}" \
   --intro $R/intro.md --outro $R/outro.md --output results/me5_xor_mini.md

@@ -10,6 +10,7 @@ into compiling the few jitted steps.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -34,6 +35,8 @@ from xtr_jax.models.bert import BertConfig, bert_config  # noqa: E402
 from xtr_jax.models.config import T5Config, tiny_config  # noqa: E402
 from xtr_jax.models.t5 import T5EncoderModel  # noqa: E402
 from xtr_jax.training import inputs, optimizers, projection_init, trainer  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # XLM-R's order: pad id 1, as E5 pads
 FILLER = "the of and a in is to what which who how where when was are by".split()
@@ -474,3 +477,29 @@ def test_init_projection_distill_records_the_fit_and_its_heldout_retrieval(ckpt,
   with pytest.raises(ValueError, match="--method 'svd'"):
     projection_init.init_projection(ckpt, pairs, str(tmp_path / "x"), method="svd")
   assert not os.path.exists(tmp_path / "x")
+
+
+def test_projection_fit_probe_encodes_once_and_reruns_from_its_cache(ckpt, pairs, tmp_path):
+  """benchmarks/projection_fit_probe.py: one row per setting, identical on a cached rerun."""
+  spec = importlib.util.spec_from_file_location(
+    "projection_fit_probe", ROOT / "benchmarks" / "projection_fit_probe.py"
+  )
+  probe = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(probe)
+  cache, out = str(tmp_path / "states.npz"), str(tmp_path / "probe.json")
+  argv = ["--checkpoint", ckpt, "--pairs", pairs, "--sample_texts", "64", "--proj_dim", "16"]
+  argv += ["--temperatures", "0.05", "0.1", "--steps", "3", "--batch_size", "16"]
+  argv += ["--cache", cache, "--output", out]
+  probe.main(argv)
+  first = json.load(open(out))
+  assert [r["kernel"] for r in first["rows"]] == ["teacher", "pca", "distill", "distill"]
+  assert [r.get("token_temperature") for r in first["rows"]] == [None, None, 0.05, 0.1]
+  assert first["train_pairs"] == 64 and first["heldout_pairs"] > 0
+  assert "--pairs" in first["command"] and os.path.exists(cache)
+  table = open(str(tmp_path / "probe.md")).read().splitlines()
+  assert len(table) == 2 + 4 and table[4].startswith("| distill | 0.05 | 1.0 | ")
+  os.remove(out)
+  probe.main(argv)  # from the cache: the same states, so the same numbers
+  again = json.load(open(out))
+  for a, b in zip(first["rows"], again["rows"], strict=True):
+    assert a["mrr@10"] == b["mrr@10"] and a["recall@1"] == b["recall@1"]

@@ -67,6 +67,34 @@ def sample_pairs(pairs: str, n: int, split: str, seed: int = 0) -> list[dict]:
   return out
 
 
+def backbone_encoder(checkpoint: str):
+  """(checkpoint, encode): ``encode(texts, length, role)`` -> per-text raw [len_i, d] states
+  of a retrieval checkpoint without projection (proj_dim 0), the teacher of ``distill``."""
+  from xtr_jax.checkpoints import orbax_io  # noqa: PLC0415
+  from xtr_jax.checkpoints.tokenizers import tokenizer_for  # noqa: PLC0415
+  from xtr_jax.index.encode import AUTO_TOKEN_BUDGET, TokenEncoder  # noqa: PLC0415
+
+  ckpt = orbax_io.load_checkpoint(checkpoint)
+  if ckpt.model_kind != "retrieval" or int(ckpt.extra.get("proj_dim", 128)) != 0:
+    raise ValueError(f"{checkpoint}: need a retrieval checkpoint without projection (proj_dim 0)")
+  tokenizer = tokenizer_for(checkpoint, ckpt.extra, ckpt.config)
+  encoder = TokenEncoder(ckpt.params, ckpt.config, proj_dim=0, pooling="token")
+
+  def encode(texts: list[str], length: int, role: str) -> list[np.ndarray]:
+    ids = tokenizer.encode(texts, length, role=role)
+    return encoder.encode_tokens(ids, 32, length, (length,), token_budget=AUTO_TOKEN_BUDGET)
+
+  return ckpt, encode
+
+
+def pair_states(encode, pairs: str, n: int, split: str, lengths: tuple[int, int], seed: int):
+  """Raw per-text states (queries, passages) of up to ``n`` ``sample_pairs`` of ``split``."""
+  rows = sample_pairs(pairs, n, split, seed)
+  q = encode([r["query"] for r in rows], lengths[0], "query")
+  d = encode([r["passage"] for r in rows], lengths[1], "passage")
+  return q, d
+
+
 def init_projection(
   checkpoint: str,
   pairs: str,
@@ -85,20 +113,10 @@ def init_projection(
     raise ValueError(f"init-projection --method {method!r}: expected one of {', '.join(METHODS)}")
   from xtr_jax.checkpoints import orbax_io  # noqa: PLC0415
   from xtr_jax.checkpoints.embedded import resolve_checkpoint  # noqa: PLC0415
-  from xtr_jax.checkpoints.tokenizers import carried_tokenizer, tokenizer_for  # noqa: PLC0415
-  from xtr_jax.index.encode import AUTO_TOKEN_BUDGET, TokenEncoder  # noqa: PLC0415
+  from xtr_jax.checkpoints.tokenizers import carried_tokenizer  # noqa: PLC0415
 
   checkpoint = resolve_checkpoint(checkpoint)
-  ckpt = orbax_io.load_checkpoint(checkpoint)
-  if ckpt.model_kind != "retrieval" or int(ckpt.extra.get("proj_dim", 128)) != 0:
-    raise ValueError(f"{checkpoint}: need a retrieval checkpoint without projection (proj_dim 0)")
-  tokenizer = tokenizer_for(checkpoint, ckpt.extra, ckpt.config)
-  encoder = TokenEncoder(ckpt.params, ckpt.config, proj_dim=0, pooling="token")
-
-  def encode(texts: list[str], length: int, role: str) -> list[np.ndarray]:
-    ids = tokenizer.encode(texts, length, role=role)
-    return encoder.encode_tokens(ids, 32, length, (length,), token_budget=AUTO_TOKEN_BUDGET)
-
+  ckpt, encode = backbone_encoder(checkpoint)
   record = {"kind": method, "pairs": pairs, "texts": 2 * n_texts, "seed": seed}
   if method == "pca":
     queries, passages = sample_texts(pairs, n_texts, seed)
@@ -128,9 +146,7 @@ def _distilled_kernel(encode, pairs, n_pairs, proj_dim, lengths, seed, fit):
   from xtr_jax.training import projection_fit as pf  # noqa: PLC0415
 
   def states(split: str, n: int):
-    rows = sample_pairs(pairs, n, split, seed)
-    q = encode([r["query"] for r in rows], lengths[0], "query")
-    d = encode([r["passage"] for r in rows], lengths[1], "passage")
+    q, d = pair_states(encode, pairs, n, split, lengths, seed)
     return (q, d), (pf.pad_states(q, lengths[0]), pf.pad_states(d, lengths[1]))
 
   (q, d), train = states("train", n_pairs)
