@@ -19,12 +19,14 @@ import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 
 import numpy as np
 
+from xtr_jax.cli import positive_float, positive_int
+from xtr_jax.experiments.sweep import code_version
+from xtr_jax.io import atomic_write_text
 from xtr_jax.training import projection_fit as pf
 from xtr_jax.training.projection_init import backbone_encoder, pair_states, principal_axes
 
@@ -61,25 +63,18 @@ def markdown_table(record: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
-def write_atomic(path: str, text: str) -> None:
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(path + ".tmp", path)
-
-
 def main(argv: list[str] | None = None) -> None:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument("--checkpoint", required=True)
   p.add_argument("--pairs", required=True)
-  p.add_argument("--sample_texts", type=int, default=8000)
+  p.add_argument("--sample_texts", type=positive_int, default=8000)
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--proj_dim", type=int, default=128)
-  p.add_argument("--temperatures", type=float, nargs="+", default=[0.02, 0.05, 0.1])
+  p.add_argument("--proj_dim", type=positive_int, default=128)
+  p.add_argument("--temperatures", type=positive_float, nargs="+", default=[0.02, 0.05, 0.1])
   p.add_argument("--doc_weights", type=float, nargs="+", default=[1.0])
-  p.add_argument("--steps", type=int, default=500)
-  p.add_argument("--batch_size", type=int, default=64)
-  p.add_argument("--learning_rate", type=float, default=1e-3)
+  p.add_argument("--steps", type=positive_int, default=500)
+  p.add_argument("--batch_size", type=positive_int, default=64)
+  p.add_argument("--learning_rate", type=positive_float, default=1e-3)
   p.add_argument("--cache", default="")
   p.add_argument("--output", required=True)
   args = p.parse_args(argv)
@@ -118,9 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     "command": shlex.join(
       ["python", "benchmarks/projection_fit_probe.py", *(sys.argv[1:] if argv is None else argv)]
     ),
-    "commit": subprocess.run(
-      ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip(),
+    "commit": code_version(),
     "machine": f"{platform.machine()}, {os.cpu_count()} cores",
     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     "train_pairs": int(len(s["train_q"])),
@@ -128,8 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     "wall_s": round(time.time() - t0),
     "rows": rows,
   }
-  write_atomic(args.output, json.dumps(record, indent=1))
-  write_atomic(os.path.splitext(args.output)[0] + ".md", markdown_table(record))
+  atomic_write_text(args.output, json.dumps(record, indent=1))
+  atomic_write_text(os.path.splitext(args.output)[0] + ".md", markdown_table(record))
 
 
 if __name__ == "__main__":
