@@ -20,7 +20,7 @@ from xtr_jax.index.brute_force import first_nonfinite_row
 from xtr_jax.index.compact import CompactParams
 from xtr_jax.index.encode import EncodeParams, TokenEncoder, encode_corpus, load_shards
 from xtr_jax.index.scann_index import ScannParams
-from xtr_jax.index.store import ExtraVectors, IndexFormatError, build_index
+from xtr_jax.index.store import ExtraVectors, IndexFormatError, build_index, stored_corpus_vectors
 
 
 def check_encoded_vectors(vectors: np.ndarray, work_dir: str, record: dict) -> None:
@@ -113,3 +113,63 @@ def build_from_corpus(
   )
   shutil.rmtree(work, ignore_errors=True)
   return manifest
+
+
+# What an index built from another one's vectors keeps of that index's manifest: how the
+# vectors were made, so search and evaluation read the same corpus and encoder settings.
+REUSED_METADATA = ("checkpoint", "vocabulary", "pooling", "corpus", "encode", "encode_seconds")
+
+
+def build_from_index(
+  source: str,
+  output: str,
+  *,
+  model_fingerprint: str,
+  tokenizer: TextTokenizer,
+  corpus: str | None = None,
+  scann_params: ScannParams | None = None,
+  compact_params: CompactParams | None = None,
+  backend: str = "scann",
+  segment_tokens: int = 0,
+  extra_vectors: ExtraVectors | None = None,
+  extra_weight: float = 1.0,
+  overwrite: bool = False,
+) -> dict:
+  """A new index over the corpus vectors stored in ``source``: no encoding.
+
+  For another backend or ScaNN setting, or another xQG augmentation (``extra_vectors``, which
+  replace the source's own), of vectors already encoded by the same model; ``source`` is
+  only read; ``corpus`` (the same passages, checked by the CLI) replaces the recorded path.
+  The vectors are the source's float16 ones, so the result equals a build from
+  the corpus whenever the encoder is deterministic (``tests/test_index_reuse.py``).
+  """
+  source, output = os.path.abspath(source.rstrip("/")), os.path.abspath(output.rstrip("/"))
+  if os.path.realpath(source) == os.path.realpath(output):
+    raise ValueError(f"{output}: the output is the index whose vectors are read; name a new one")
+  stored = stored_corpus_vectors(source, expected_fingerprint=model_fingerprint)
+  have = stored.manifest.get("vocabulary_fingerprint")
+  if have and have != tokenizer.fingerprint:
+    raise IndexFormatError(
+      f"{source}/manifest.json: vocabulary_fingerprint {have!r} but the tokenizer loaded has "
+      f"{tokenizer.fingerprint!r}; the added questions would be tokenized differently"
+    )
+  metadata = {k: stored.manifest[k] for k in REUSED_METADATA if k in stored.manifest}
+  if corpus:
+    metadata["corpus"] = os.path.abspath(corpus)
+  logging.info("reusing %d corpus vectors of %s", stored.vectors.shape[0], source)
+  return build_index(
+    output,
+    stored.vectors,
+    stored.token_to_passage,
+    stored.passage_ids,
+    model_fingerprint=model_fingerprint,
+    vocabulary_fingerprint=tokenizer.fingerprint,
+    backend=backend,
+    scann_params=scann_params or ScannParams(),
+    compact_params=compact_params or CompactParams(),
+    segment_tokens=segment_tokens,
+    extra_vectors=extra_vectors,
+    extra_weight=extra_weight,
+    metadata={**metadata, "vectors_from": source},
+    overwrite=overwrite,
+  )

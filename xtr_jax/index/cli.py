@@ -27,7 +27,7 @@ from xtr_jax.cli import (
 from xtr_jax.data import formats
 from xtr_jax.data.formats import Passage, read_corpus
 from xtr_jax.gin_utils import bound_config_fields, parse_args_with_gin
-from xtr_jax.index.build import build_from_corpus
+from xtr_jax.index.build import build_from_corpus, build_from_index
 from xtr_jax.index.compact import CompactParams
 from xtr_jax.index.encode import TokenEncoder
 from xtr_jax.index.retriever import Retriever, load_model
@@ -112,8 +112,15 @@ def index_parser() -> ArgumentParser:
     required=True,
     help="Retrieval model checkpoint dir, or an embedded model's name (me5-small).",
   )
-  p.add_argument("--corpus", required=True, help="TSV corpus: id, text, title (header).")
+  p.add_argument(
+    "--corpus", help="TSV corpus: id, text, title (header). Required unless --reuse_index."
+  )
   p.add_argument("--output", required=True, help="Index directory to create.")
+  p.add_argument(
+    "--reuse_index",
+    help="Build from the corpus vectors stored in this index (same checkpoint) instead of "
+    "encoding the corpus again: another backend, ScaNN setting or --augment_with in seconds.",
+  )
   p.add_argument("--vocabulary", help="SentencePiece model (default: the checkpoint's).")
   p.add_argument(
     "--pooling",
@@ -142,6 +149,29 @@ def index_parser() -> ArgumentParser:
   return p
 
 
+def _check_reuse_args(parser: ArgumentParser, args) -> None:
+  """--reuse_index names an index other than --output; --corpus, if given, is its corpus."""
+  manifest = require_index(args.reuse_index, "--reuse_index")
+  if os.path.realpath(args.reuse_index) == os.path.realpath(args.output):
+    parser.error(f"--output {args.output}: the same index as --reuse_index; name a new one")
+  if args.pooling and manifest.get("pooling", "token") != args.pooling:
+    parser.error(
+      f"--pooling {args.pooling}: --reuse_index {args.reuse_index} holds "
+      f"{manifest.get('pooling', 'token')}-pooled vectors"
+    )
+  if args.corpus:
+    check_corpus(args.corpus)
+    ids = [p.id for p in read_corpus(args.corpus)]
+    with open(os.path.join(args.reuse_index, "passage_ids.json")) as f:
+      held = json.load(f)
+    if ids != held:
+      row = next((i for i, (a, b) in enumerate(zip(ids, held)) if a != b), min(len(ids), len(held)))
+      parser.error(
+        f"--corpus {args.corpus}: not the corpus of --reuse_index {args.reuse_index} "
+        f"({len(ids)} vs {len(held)} passages; first difference at passage row {row})"
+      )
+
+
 def _check_index_args(parser: ArgumentParser, args) -> None:
   if args.augment_with and not os.path.isfile(args.augment_with):
     parser.error(f"--augment_with {args.augment_with}: file not found")
@@ -149,7 +179,12 @@ def _check_index_args(parser: ArgumentParser, args) -> None:
     parser.error(f"--augment_max_df {args.augment_max_df}: expected a fraction in (0, 1]")
   if not args.augment_with and (args.augment_max_df is not None or args.augment_weight is not None):
     parser.error("--augment_max_df / --augment_weight need --augment_with")
-  check_corpus(args.corpus)
+  if args.reuse_index:
+    _check_reuse_args(parser, args)
+  elif not args.corpus:
+    parser.error("--corpus is required (or --reuse_index: the vectors of an existing index)")
+  else:
+    check_corpus(args.corpus)
   require_checkpoint(args.checkpoint)
   if args.vocabulary:
     require_file(args.vocabulary, "--vocabulary", "SentencePiece model file")
@@ -162,7 +197,8 @@ def index_main(argv: list[str]) -> int:
   _check_index_args(parser, args)
   checkpoint = resolve_checkpoint(args.checkpoint)
   params, config, proj_dim, fingerprint, extra = load_model(checkpoint, bound_config_fields)
-  pooling = args.pooling or extra.get("pooling", "token")
+  reused = require_index(args.reuse_index) if args.reuse_index else {}
+  pooling = args.pooling or reused.get("pooling") or extra.get("pooling", "token")
   if pooling == "mean" and args.augment_with and args.augment_mode == "tokens":
     parser.error("--augment_mode tokens needs --pooling token (use pooled_per_language)")
   tokenizer = tokenizer_for(checkpoint, extra, config, args.vocabulary)
@@ -179,21 +215,34 @@ def index_main(argv: list[str]) -> int:
     )
   if args.augment_weight is not None:
     augmentation["extra_weight"] = args.augment_weight
-  manifest = build_from_corpus(
-    args.corpus,
-    args.output,
-    params,
-    config,
-    proj_dim=proj_dim,
-    model_fingerprint=fingerprint,
-    tokenizer=tokenizer,
-    checkpoint=checkpoint,
-    pooling=pooling,
-    overwrite=args.overwrite,
-    progress=stderr_is_terminal(),
-    compact_params=CompactParams(),
-    **{**index_settings(), **augmentation},
-  )
+  settings = {**index_settings(), **augmentation}
+  if args.reuse_index:
+    manifest = build_from_index(
+      args.reuse_index,
+      args.output,
+      model_fingerprint=fingerprint,
+      tokenizer=tokenizer,
+      corpus=args.corpus,
+      overwrite=args.overwrite,
+      compact_params=CompactParams(),
+      **settings,
+    )
+  else:
+    manifest = build_from_corpus(
+      args.corpus,
+      args.output,
+      params,
+      config,
+      proj_dim=proj_dim,
+      model_fingerprint=fingerprint,
+      tokenizer=tokenizer,
+      checkpoint=checkpoint,
+      pooling=pooling,
+      overwrite=args.overwrite,
+      progress=stderr_is_terminal(),
+      compact_params=CompactParams(),
+      **settings,
+    )
   print(
     f"index {args.output}: {manifest['num_passages']} passages, {manifest['num_tokens']} "
     f"tokens ({pooling} pooling), {manifest['bytes_per_token']} bytes/token"

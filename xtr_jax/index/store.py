@@ -459,6 +459,48 @@ def load_index(
   return TokenIndex(index_dir, manifest, passage_ids, t2p, vectors, searchers)
 
 
+@dataclasses.dataclass(frozen=True)
+class StoredCorpus:
+  """An index's own corpus token vectors, in encoding order, without its augmentation rows."""
+
+  vectors: np.ndarray  # [num_corpus_tokens, d] float16 (memory-mapped where it can be)
+  token_to_passage: np.ndarray  # [num_corpus_tokens] int32
+  passage_ids: list[str]
+  manifest: dict
+
+
+def stored_corpus_vectors(index_dir: str, expected_fingerprint: str | None = None) -> StoredCorpus:
+  """The corpus vectors stored in ``index_dir``, for building another index from them.
+
+  Why: encoding is the slow part of an index (hours at corpus scale); changing the backend,
+  the ScaNN settings or the xQG augmentation only needs the vectors already on disk. Extra
+  (augmentation) rows are dropped, so augmenting an augmented index replaces its questions;
+  a compact index's list order is undone through ``token_order.npy``.
+  """
+  manifest = read_manifest(index_dir)
+  if manifest["format"] != FORMAT:
+    raise IndexFormatError(
+      f"{os.path.join(index_dir, MANIFEST)}: a sharded index; reuse its shards one by one"
+    )
+  index = load_index(index_dir, expected_fingerprint, backend="brute_force")
+  n = manifest.get(
+    "num_corpus_tokens", manifest["num_tokens"] - manifest.get("num_extra_tokens", 0)
+  )
+  order_path = os.path.join(index_dir, "token_order.npy")
+  if os.path.isfile(order_path):
+    order = load_npy(order_path)
+    if order.shape != (manifest["num_tokens"],):
+      raise IndexFormatError(
+        f"{order_path}: shape {order.shape} but manifest.json says {manifest['num_tokens']} tokens"
+      )
+    keep = np.flatnonzero(order < n)
+    keep = keep[np.argsort(order[keep], kind="stable")]
+    vectors, t2p = np.asarray(index.vectors[keep]), index.token_to_passage[keep]
+  else:
+    vectors, t2p = index.vectors[:n], index.token_to_passage[:n]
+  return StoredCorpus(vectors, np.asarray(t2p, np.int32), index.passage_ids, manifest)
+
+
 class ConcatVectors:
   """Read-only row view over per-shard (memory-mapped) vector arrays, for exact MaxSim."""
 
