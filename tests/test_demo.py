@@ -36,6 +36,9 @@ def _check_common(out, names):
   assert manifests["xqg"]["num_tokens"] > manifests["plain"]["num_tokens"]
   assert manifests["xqg"]["extra_weight"] == demo.SCALES["smoke"].augment_weight
   assert manifests["plain"]["num_extra_tokens"] == 0 < manifests["xqg"]["num_extra_tokens"]
+  # Its passage vectors are the plain index's (--reuse_index), not a second encoding.
+  assert manifests["xqg"]["vectors_from"] == str(out / "index_plain")
+  assert manifests["xqg"]["num_corpus_tokens"] == manifests["plain"]["num_tokens"]
 
   summary = (out / "summary.md").read_text("utf-8")
   for lang in langs:
@@ -121,7 +124,7 @@ def test_demo_me5_runs_end_to_end_and_resumes(tmp_path, capsys, monkeypatch):
   # The fine-tuned model carries mE5's own tokenizer (not the demo's SentencePiece one).
   assert plain["vocabulary_fingerprint"] == zero["vocabulary_fingerprint"]
   assert "| me5-small zero-shot (raw 384-d token states) |" in summary
-  assert "| XTR fine-tuned from me5-small (2 steps) |" in summary
+  assert "| XTR fine-tuned from me5-small (2 steps, 128-d) |" in summary
 
   # A real number: mE5 zero-shot ranks the gold passage near the top among 72 passages
   # (chance: MRR@10 ~4, Recall@20 ~28; measured: MRR@10 83, Recall@20 100).
@@ -269,3 +272,27 @@ def test_sample_data_command_writes_a_small_sample(tmp_path, capsys):
   err = capsys.readouterr().err.strip().splitlines()
   assert err[-1].endswith("argument --described_share: must be between 0 and 1, got 2.0")
   assert not (tmp_path / "s4").exists()
+
+
+@pytest.mark.parametrize("data", ["sample", "shared"])
+def test_me5_stage_runs_the_recipe_of_its_data(tmp_path, monkeypatch, data):
+  """The sample fine-tunes a PCA-initialised 128-d projection; --data shared the raw 384-d
+  states (runs/train_xtr_me5_cpu.gin's measured recipe), with no init-projection at all."""
+  ran = []
+  monkeypatch.setattr(demo, "_run", ran.append)
+  scale = (demo.SHARED_SCALES if data == "shared" else demo.SCALES)["default"]
+  paths = demo.Paths("c.tsv", "d.jsonl", "d.qrels", "pairs/*.jsonl", ["ja"], ["ja"])
+  state = demo.DemoState.open(tmp_path, "me5", data)
+  demo._stage_train_me5(state, scale, paths, tmp_path, scale.me5_steps)
+  commands = [argv[0] for argv in ran]
+  train = ran[-1]
+  if data == "shared":
+    assert commands == ["train"]
+    assert "--gin.INIT='me5-small'" in train and "--gin.PROJ_DIM=0" in train
+    assert "--gin.LEARNING_RATE=3e-05" in train and "--gin.PASSAGE_LENGTH=128" in train
+    assert "--gin.TRAIN_STEPS=200" in train
+    assert set(state.timings) == {"train_xtr"}
+  else:
+    assert commands == ["init-projection", "train"]
+    assert f"--gin.INIT='{tmp_path / 'xtr_init'}'" in train and "--gin.PROJ_DIM=128" in train
+    assert set(state.timings) == {"init_projection", "train_xtr"}

@@ -8,14 +8,16 @@ keeps the seconds of each stage from the run that did it, shown again when it is
   2 vocab       a SentencePiece vocabulary trained on the data (for the xQG generator)
   3 train_xtr   the XTR retriever. --retriever me5 (default): multilingual-E5-small (the
                 embedded ``me5-small``) with a PCA-initialised 128-d projection (xtr-jax
-                init-projection), fine-tuned briefly (gin/runs/train_xtr_me5_demo.gin).
+                init-projection), fine-tuned briefly (gin/runs/train_xtr_me5_demo.gin);
+                with --data shared its raw 384-d states, no projection, 200 steps.
                 --retriever scratch: a tiny mT5-shaped XTR trained from scratch on the
                 SentencePiece vocabulary (gin/runs/train_xtr_cpu.gin)
   4 train_xqg   a tiny xQG generator (xtr-jax train, gin/runs/train_xqg_cpu.gin), from
                 scratch either way: it is independent of the retriever
   5 generate    questions in every language for every passage (xtr-jax generate); with
                 --generate_passages N only for a seeded random sample of N passages
-  6 index       the plain and the xQG-augmented ScaNN token index (xtr-jax index); with me5
+  6 index       the plain and the xQG-augmented ScaNN token index (xtr-jax index; the
+                augmented one reuses the plain one's passage vectors, --reuse_index); with me5
                 also the zero-shot one: XTR over mE5-small's raw 384-d token states, exact
                 (brute-force) token search
   7 search      dev queries against each (xtr-jax search)
@@ -70,6 +72,11 @@ class Scale:
   me5_batch_size: int
   me5_passage_length: int  # covers the sample's passages; XOR mini's are longer
   sample_texts: int  # queries and passages whose token states initialise the projection
+  # 128: a PCA-initialised 128-d projection (compact; on the sample's templated questions it
+  # is learnt in 60 steps); 0: none, the raw 384-d states fine-tuned (on real questions the
+  # one recipe that beats the zero-shot states, results/me5_xor_mini.md)
+  me5_proj_dim: int = 128
+  me5_learning_rate: float = 2e-5
 
 
 SCALES = {
@@ -115,7 +122,12 @@ SHARED_SCALES = {
     xtr_steps=300,
     xqg_steps=200,
     generate_passages=1000,
+    # runs/train_xtr_me5_cpu.gin as measured in results/me5_xor_mini.md (384-d row): 200
+    # steps of 16 pairs, passages of 128 pieces, lr 3e-5, no projection
+    me5_steps=200,
     me5_passage_length=128,
+    me5_proj_dim=0,
+    me5_learning_rate=3e-5,
   ),
   "smoke": dataclasses.replace(SCALES["smoke"], vocab_size=8000, generate_passages=16),
 }
@@ -230,10 +242,12 @@ def _train_bindings(paths: Paths, vocab: str, scale: Scale, steps: int) -> list[
   ]
 
 
-def _me5_train_bindings(paths: Paths, init: pathlib.Path, scale: Scale, steps: int) -> list[str]:
+def _me5_train_bindings(paths: Paths, init: str, scale: Scale, steps: int) -> list[str]:
   """The mE5 fine-tune's bindings; INIT also names the batches' tokenizer (mE5's own)."""
   return [
     f"--gin.INIT='{init}'",
+    f"--gin.PROJ_DIM={scale.me5_proj_dim}",
+    f"--gin.LEARNING_RATE={scale.me5_learning_rate}",
     f"--gin.PAIRS='{paths.pairs_glob}'",
     f"--gin.BATCH_SIZE={scale.me5_batch_size}",
     f"--gin.PASSAGE_LENGTH={scale.me5_passage_length}",
@@ -254,6 +268,7 @@ class System:
   short: str  # its name in the per-language and paired-test tables
   checkpoint: str
   index_args: tuple[str, ...] = ()
+  reuses: str | None = None  # the system whose index's corpus vectors it takes (no re-encoding)
 
 
 # ----------------------------------------------------------------------------- state
@@ -359,17 +374,23 @@ def _stage_vocab(state: DemoState, scale: Scale, paths: Paths, out: pathlib.Path
   return str(vocab)
 
 
+def _me5_stage_keys(scale: Scale) -> list[str]:
+  """The DemoState keys of stage 3: no init_projection without a projection."""
+  return ["init_projection", "train_xtr"] if scale.me5_proj_dim else ["train_xtr"]
+
+
 def _stage_train_me5(
   state: DemoState, scale: Scale, paths: Paths, out: pathlib.Path, steps: int
 ) -> None:
-  """mE5-small + a PCA projection (xtr_init/), then the brief XTR fine-tune (xtr/)."""
+  """mE5-small [+ a PCA projection (xtr_init/)], then the brief XTR fine-tune (xtr/)."""
   init_dir, xtr_dir = out / "xtr_init", out / "xtr"
   final = xtr_dir / "final"
   what = f"XTR retriever: fine-tune {EMBEDDED_BACKBONE} ({steps} steps)"
-  state.stage(3, what, ["init_projection", "train_xtr"], final.exists())
+  state.stage(3, what, _me5_stage_keys(scale), final.exists())
   if final.exists():
     return
-  if not init_dir.exists():  # written atomically: present means complete
+  init = str(init_dir) if scale.me5_proj_dim else EMBEDDED_BACKBONE
+  if scale.me5_proj_dim and not init_dir.exists():  # written atomically: present = complete
     argv_init = ["init-projection", "--checkpoint", EMBEDDED_BACKBONE, "--output"]
     argv_init += [str(init_dir), "--pairs", paths.pairs_glob]
     with state.timed("init_projection"):
@@ -377,7 +398,7 @@ def _stage_train_me5(
   argv_train = ["train", "--gin_file", "runs/train_xtr_me5_demo.gin"]
   argv_train += ["--model_dir", str(xtr_dir)]
   with state.timed("train_xtr"):
-    _run(argv_train + _me5_train_bindings(paths, init_dir, scale, steps))
+    _run(argv_train + _me5_train_bindings(paths, init, scale, steps))
 
 
 def _stage_train(
@@ -430,6 +451,8 @@ def _stage_index(state: DemoState, systems: list[System], paths: Paths, out: pat
       _say(f"    {system.name}: exists")
       continue
     argv = ["index", "--checkpoint", system.checkpoint, "--corpus", paths.corpus]
+    if system.reuses:  # the same model's passage vectors: only the questions are encoded
+      argv += ["--reuse_index", str(out / f"index_{system.reuses}")]
     with state.timed(f"index_{system.name}"):
       _run(argv + ["--output", str(index_dir), *system.index_args])
 
@@ -737,7 +760,7 @@ def _systems(me5: bool, out: pathlib.Path, scale: Scale, xtr_steps: int) -> list
   """The indexes compared: [zero-shot mE5,] plain XTR, XTR + xQG augmentation."""
   final = str(out / "xtr" / "final")
   plain_label = (
-    f"XTR fine-tuned from {EMBEDDED_BACKBONE} ({xtr_steps} steps)"
+    f"XTR fine-tuned from {EMBEDDED_BACKBONE} ({xtr_steps} steps, {scale.me5_proj_dim or 384}-d)"
     if me5
     else f"XTR from scratch ({xtr_steps} steps)"
   )
@@ -746,7 +769,7 @@ def _systems(me5: bool, out: pathlib.Path, scale: Scale, xtr_steps: int) -> list
   augment_args += ("--augment_weight", str(scale.augment_weight))
   systems = [
     System("plain", plain_label, "plain", final),
-    System("xqg", "+ xQG augmentation", "+xQG", final, augment_args),
+    System("xqg", "+ xQG augmentation", "+xQG", final, augment_args, reuses="plain"),
   ]
   if me5:  # XTR over the backbone's raw states: what the fine-tune starts from
     zero_shot_args = ("--pooling", "token", "--gin.index_settings.backend='brute_force'")
@@ -763,7 +786,7 @@ def _train_models(
   if me5:
     _stage_train_me5(state, scale, paths, out, scale.me5_steps)
     what = f"XTR retriever (fine-tuned from {EMBEDDED_BACKBONE})"
-    xtr = Trained(what, xtr_dir, scale.me5_steps, ["init_projection", "train_xtr"])
+    xtr = Trained(what, xtr_dir, scale.me5_steps, _me5_stage_keys(scale))
   else:
     xtr = Trained("XTR retriever (from scratch)", xtr_dir, scale.xtr_steps, ["train_xtr"])
     bindings = _train_bindings(paths, vocab, scale, xtr.steps)
