@@ -153,6 +153,16 @@ def test_data_size_sweep_varies_only_the_pairs():
   assert caps == {4: {250, 500, 1000}, 1: {1000}}
   totals = {c: r["labels"]["total_pairs"] for c, r in resolved.items()}
   assert totals["n1_p1000"] == totals["n4_p250"] == 1000  # coverage vs data at equal pairs
+  # The borrowed "all pairs" points are sweep 1's, with as many languages, recorded there.
+  sweep1 = _resolved(_spec(SWEEP1))
+  for b in _spec("data_size_me5_cpu").report.borrow:
+    record = sweep.latest_by_config(sweep.read_results(REPO / b["from"] / "results.jsonl"))
+    assert record[b["config"]]["status"] == "ok"
+    assert (REPO / b["from"] / "scores" / f"{b['config']}.json").is_file()
+    n = b["labels"]["num_train_languages"]
+    assert len(sweep1[b["config"]]["train"].languages) == n
+    pairs = record[b["config"]]["outputs"]["train"]["data"]["pairs"]
+    assert pairs == b["labels"]["total_pairs"] == n * b["labels"]["pairs_per_language"]
 
 
 def test_model_families_differ_only_in_the_model():
@@ -366,7 +376,9 @@ def _smoke_sweep(name: str, smoke: dict) -> pathlib.Path:
     f"sweep_spec.stage_targets = {dict(q('sweep_spec.stage_targets'))!r}",
     f"sweep_spec.base_bindings = {[_smoke_binding(b, smoke['run']) for b in base]!r}",
     f"sweep_spec.configurations = {configurations!r}",
-    f"sweep_spec.report = {dict(q('sweep_spec.report'))!r}",
+    # Without its borrowed points: those are real-data records (tests/test_sweep_report.py
+    # tests borrowing; the data-size test below checks that the gin's exist).
+    f"sweep_spec.report = { {k: v for k, v in q('sweep_spec.report').items() if k != 'borrow'}!r}",
     f"evaluate_stage.queries = {smoke['dev']!r}",
     f"evaluate_stage.qrels = {smoke['qrels']!r}",
     f"evaluate_stage.corpus = {smoke['corpus']!r}",

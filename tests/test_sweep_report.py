@@ -113,3 +113,47 @@ def test_sweep_cli_report_needs_a_report_spec(tmp_path, capsys):
   ]
   assert sweep.main(argv) == 2
   assert "sets no sweep_spec.report" in capsys.readouterr().err
+
+
+def test_borrowed_point_joins_the_series_with_its_own_record(tmp_path):
+  """A point of another sweep's report folder is tested against this sweep's points."""
+  out = _write_sweep(tmp_path)
+  queries = str(tmp_path / "dev.jsonl")
+  args = dict(name="smoke", x="n", metrics=["Recall@20"], series="k")
+  other = tmp_path / "results" / "other"
+  sweep_report.report(out, other, queries=queries, **args)  # n0, n1, n2, bm25 rendered there
+  # This sweep has n0 and n1 only; its n = 5 point is the other folder's n2.
+  for name in ("n2", "bm25"):
+    shutil.rmtree(out / name)
+  dest = tmp_path / "results" / "this"
+  borrowed = [{"name": "n5", "from": str(other), "config": "n2", "labels": {"n": 5, "k": 0}}]
+  sweep_report.report(out, dest, queries=queries, borrowed=borrowed, **args)
+  text = (dest / "report.md").read_text("utf-8")
+  assert "| 0 | 5 | n5 | 100.0 [" in text
+  assert "| 0 | n5 | n1 | +41.7 | [" in text  # the same paired test as n2 vs n1 there
+  assert f"`n5` is `n2` of `{other}` (borrowed, not rerun)." in text
+  record = sweep.read_results(dest / "results.jsonl")[-1]
+  assert record["config"] == "n5" and record["commit"] == "abc"
+  assert record["borrowed_from"] == {
+    "folder": str(other),
+    "config": "n2",
+    "labels": {"n": 2, "k": 0},
+  }
+  # Rendered again from dest alone (the other folder gone): the same report.
+  shutil.rmtree(other)
+  (dest / "report.md").unlink()
+  sweep_report.report(None, dest, queries="unused", **args)
+  assert (dest / "report.md").read_text("utf-8") == text
+  # A borrowed config that is not there, or not ok, names the folder and the config.
+  bad = [{"name": "x", "from": str(dest), "config": "n3", "labels": {"n": 3}}]
+  with pytest.raises(ValueError, match=r"borrow 'x': .*results.jsonl: no ok record of 'n3'"):
+    sweep_report.report(out, tmp_path / "r2", queries=queries, borrowed=bad, **args)
+  # Scores of another query set cannot be paired with this sweep's points.
+  fewer = json.loads((dest / "scores" / "n5.json").read_text("utf-8"))
+  fewer["lang"].pop("q5")
+  (dest / "scores" / "n5.json").write_text(json.dumps(fewer), "utf-8")
+  wrong = [{"name": "y", "from": str(dest), "config": "n5", "labels": {"n": 6}}]
+  with pytest.raises(ValueError, match=r"n5.json: scores 4 queries, not the 5 of .*another query"):
+    sweep_report.report(out, tmp_path / "r3", queries=queries, borrowed=wrong, **args)
+  with pytest.raises(ValueError, match="each 'borrow' entry needs name, from, config, labels"):
+    sweep._report_spec({"x": "n", "borrow": [{"name": "x"}]})

@@ -82,6 +82,9 @@ class ReportSpec:
   metrics: tuple[str, ...] = ("Recall@20",)
   series: str = ""
   pairs: tuple[tuple[str, str], ...] = ()  # (A, B) configurations to test beyond adjacent x
+  # Points measured by another sweep's report folder, shown here under a name and labels of
+  # this sweep's axes ({"name", "from", "config", "labels"}; see sweep_report.borrow).
+  borrow: tuple[dict, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,14 +136,20 @@ def sweep_spec(
 
 
 def _report_spec(report: Mapping[str, Any]) -> ReportSpec:
-  unknown = set(report) - {"x", "metrics", "series", "pairs"}
+  unknown = set(report) - {"x", "metrics", "series", "pairs", "borrow"}
   if unknown or "x" not in report:
     raise ValueError(f"sweep_spec.report: needs 'x', unknown keys {sorted(unknown)}")
   pairs = tuple(tuple(p) for p in report.get("pairs", ()))
   if any(len(p) != 2 for p in pairs):
     raise ValueError(f"sweep_spec.report: 'pairs' must be [A, B] configuration names, got {pairs}")
   metrics = tuple(report.get("metrics", ("Recall@20",)))
-  return ReportSpec(report["x"], metrics, report.get("series", ""), pairs)
+  borrow = tuple(dict(b) for b in report.get("borrow", ()))
+  for b in borrow:
+    if set(b) != {"name", "from", "config", "labels"}:
+      raise ValueError(
+        f"sweep_spec.report: each 'borrow' entry needs name, from, config, labels; got {b}"
+      )
+  return ReportSpec(report["x"], metrics, report.get("series", ""), pairs, borrow)
 
 
 def resolve_stage(name: str, targets: Mapping[str, str]) -> Stage:
@@ -521,7 +530,9 @@ def write_report(spec: SweepSpec, output: pathlib.Path, dest: pathlib.Path) -> p
     raise ValueError(f"sweep {spec.name!r} sets no sweep_spec.report (x, metrics, series)")
   queries = gin.query_parameter("evaluate_stage.queries")
   r = spec.report
-  return sweep_report.report(output, dest, spec.name, r.x, r.metrics, r.series, queries, r.pairs)
+  return sweep_report.report(
+    output, dest, spec.name, r.x, r.metrics, r.series, queries, r.pairs, r.borrow
+  )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -68,6 +68,51 @@ def collect(
   return n
 
 
+def borrow(dest: pathlib.Path, points: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> None:
+  """Adds points measured by another sweep to ``dest``: for each {"name", "from", "config",
+  "labels"}, the record and per-query scores of ``config`` in the report folder ``from``,
+  under ``name`` with ``labels`` (this sweep's axes).
+
+  Why: sweeps share points (sweep 1b's "all pairs at N = 4" is sweep 1's n4_k32), and
+  training one again costs twenty minutes for the same numbers. The record keeps its own
+  commit, bindings and outputs and says where it came from (``borrowed_from``), so the
+  report shows what was run, not a relabelled copy.
+  """
+  from xtr_jax.experiments.sweep import append_result, latest_by_config, read_results  # noqa: PLC0415
+
+  for point in points:
+    source = pathlib.Path(point["from"])
+    where = f"sweep_spec.report.borrow {point['name']!r}: {source}"
+    record = latest_by_config(read_results(source / "results.jsonl")).get(point["config"])
+    if record is None or record["status"] != "ok":
+      raise ValueError(f"{where}/results.jsonl: no ok record of {point['config']!r}")
+    scores_path = source / SCORES_DIR / f"{point['config']}.json"
+    if not scores_path.is_file():
+      raise FileNotFoundError(f"{where}: {scores_path} missing (render that report first)")
+    doc = json.loads(scores_path.read_text(encoding="utf-8"))
+    missing = [m for m in metrics if m not in doc["per_query"]]
+    if missing:
+      raise ValueError(f"{scores_path}: no per-query scores for {missing}")
+    _same_queries(dest, doc["lang"], scores_path)
+    kept = {"lang": doc["lang"], "per_query": {m: doc["per_query"][m] for m in metrics}}
+    xio.atomic_write_text(str(dest / SCORES_DIR / f"{point['name']}.json"), json.dumps(kept))
+    origin = {"folder": str(source), "config": point["config"], "labels": record.get("labels")}
+    append_result(
+      dest / "results.jsonl",
+      {**record, "config": point["name"], "labels": dict(point["labels"]), "borrowed_from": origin},
+    )
+
+
+def _same_queries(dest: pathlib.Path, lang: Mapping[str, str], source: pathlib.Path) -> None:
+  """A borrowed point is paired with this sweep's points, so it must score the same queries."""
+  for path in sorted((dest / SCORES_DIR).glob("*.json"))[:1]:
+    here = json.loads(path.read_text(encoding="utf-8"))["lang"]
+    if set(here) != set(lang):
+      raise ValueError(
+        f"{source}: scores {len(lang)} queries, not the {len(here)} of {path} (another query set)"
+      )
+
+
 # ----------------------------------------------------------------------------- statistics
 
 
@@ -185,6 +230,10 @@ def _status_lines(records: Sequence[dict]) -> list[str]:
   ]
   if failed:
     lines.append(f"Failed (rerun the sweep to retry): {', '.join(failed)}.")
+  for r in ok:
+    if "borrowed_from" in r:
+      b = r["borrowed_from"]
+      lines.append(f"`{r['config']}` is `{b['config']}` of `{b['folder']}` (borrowed, not rerun).")
   return [*lines, ""]
 
 
@@ -289,10 +338,14 @@ def report(
   series: str,
   queries: str,
   pairs: Sequence[tuple[str, str]] = (),
+  borrowed: Sequence[Mapping[str, Any]] = (),
 ) -> pathlib.Path:
-  """collect (when the sweep folder is there) + render."""
+  """collect (when the sweep folder is there) + the borrowed points + render."""
   if sweep_dir is not None and (sweep_dir / "results.jsonl").is_file():
     if dest.resolve() != sweep_dir.resolve():
       shutil.rmtree(dest / SCORES_DIR, ignore_errors=True)
     collect(sweep_dir, dest, metrics, queries)
+    if borrowed and dest.resolve() == sweep_dir.resolve():
+      raise ValueError(f"{dest}: borrowed points go to a report folder, not the sweep's own")
+    borrow(dest, borrowed, metrics)
   return render(dest, name, x, metrics, series, pairs)
