@@ -7,6 +7,7 @@ compact source; and every wrong pairing is refused in one line before anything i
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -154,6 +155,15 @@ def test_wrong_reuse_pairings_are_refused_before_writing(tiny, tmp_path, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1], (argv, err)
     assert not os.path.exists(out)
+  # A sharded index: refused before the model loads (its shards are indexes to reuse).
+  from xtr_jax.index import sharded_index as si  # noqa: PLC0415
+
+  sharded = tmp_path / "sharded"
+  shutil.copytree(plain, sharded / si.shard_dir_name(0))
+  si.write_sharded_manifest(str(sharded), [si.shard_dir_name(0)])
+  assert _index(ck, f"--reuse_index={sharded}", f"--output={out}") == 2
+  assert "a sharded index; reuse its shards one by one" in capsys.readouterr().err
+  assert not os.path.exists(out)
   # Another model's vectors: refused by fingerprint, naming the source index.
   stranger = make_tiny_setup(str(tmp_path / "stranger"), num_passages=8, seed=3)
   code = _index(f"--checkpoint={stranger.checkpoint}", f"--reuse_index={plain}", f"--output={out}")

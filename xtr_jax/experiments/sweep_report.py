@@ -342,10 +342,11 @@ def report(
 ) -> pathlib.Path:
   """collect (when the sweep folder is there) + the borrowed points + render."""
   if sweep_dir is not None and (sweep_dir / "results.jsonl").is_file():
-    if dest.resolve() != sweep_dir.resolve():
+    own = dest.resolve() == sweep_dir.resolve()
+    if borrowed and own:  # before anything is written: the sweep's records stay its own
+      raise ValueError(f"{dest}: borrowed points go to a report folder, not the sweep's own")
+    if not own:
       shutil.rmtree(dest / SCORES_DIR, ignore_errors=True)
     collect(sweep_dir, dest, metrics, queries)
-    if borrowed and dest.resolve() == sweep_dir.resolve():
-      raise ValueError(f"{dest}: borrowed points go to a report folder, not the sweep's own")
     borrow(dest, borrowed, metrics)
   return render(dest, name, x, metrics, series, pairs)

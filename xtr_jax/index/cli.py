@@ -31,7 +31,7 @@ from xtr_jax.index.build import build_from_corpus, build_from_index
 from xtr_jax.index.compact import CompactParams
 from xtr_jax.index.encode import TokenEncoder
 from xtr_jax.index.retriever import Retriever, load_model
-from xtr_jax.index.store import MANIFEST, read_manifest
+from xtr_jax.index.store import MANIFEST, SHARDED_FORMAT, read_manifest
 from xtr_jax.io import atomic_write_bytes
 
 
@@ -149,9 +149,12 @@ def index_parser() -> ArgumentParser:
   return p
 
 
-def _check_reuse_args(parser: ArgumentParser, args) -> None:
-  """--reuse_index names an index other than --output; --corpus, if given, is its corpus."""
+def _check_reuse_args(parser: ArgumentParser, args) -> dict:
+  """--reuse_index names an index other than --output; --corpus, if given, is its corpus.
+  Returns the reused index's manifest."""
   manifest = require_index(args.reuse_index, "--reuse_index")
+  if manifest.get("format") == SHARDED_FORMAT:
+    parser.error(f"--reuse_index {args.reuse_index}: a sharded index; reuse its shards one by one")
   if os.path.realpath(args.reuse_index) == os.path.realpath(args.output):
     parser.error(f"--output {args.output}: the same index as --reuse_index; name a new one")
   if args.pooling and manifest.get("pooling", "token") != args.pooling:
@@ -170,17 +173,20 @@ def _check_reuse_args(parser: ArgumentParser, args) -> None:
         f"--corpus {args.corpus}: not the corpus of --reuse_index {args.reuse_index} "
         f"({len(ids)} vs {len(held)} passages; first difference at passage row {row})"
       )
+  return manifest
 
 
-def _check_index_args(parser: ArgumentParser, args) -> None:
+def _check_index_args(parser: ArgumentParser, args) -> dict:
+  """Every check that needs no model; returns the --reuse_index manifest ({} without one)."""
   if args.augment_with and not os.path.isfile(args.augment_with):
     parser.error(f"--augment_with {args.augment_with}: file not found")
   if args.augment_max_df is not None and not 0.0 < args.augment_max_df <= 1.0:
     parser.error(f"--augment_max_df {args.augment_max_df}: expected a fraction in (0, 1]")
   if not args.augment_with and (args.augment_max_df is not None or args.augment_weight is not None):
     parser.error("--augment_max_df / --augment_weight need --augment_with")
+  reused = {}
   if args.reuse_index:
-    _check_reuse_args(parser, args)
+    reused = _check_reuse_args(parser, args)
   elif not args.corpus:
     parser.error("--corpus is required (or --reuse_index: the vectors of an existing index)")
   else:
@@ -189,15 +195,15 @@ def _check_index_args(parser: ArgumentParser, args) -> None:
   if args.vocabulary:
     require_file(args.vocabulary, "--vocabulary", "SentencePiece model file")
   check_index_output(args.output, args.overwrite)
+  return reused
 
 
 def index_main(argv: list[str]) -> int:
   parser = index_parser()
   args = parse_args_with_gin(parser, argv)
-  _check_index_args(parser, args)
+  reused = _check_index_args(parser, args)
   checkpoint = resolve_checkpoint(args.checkpoint)
   params, config, proj_dim, fingerprint, extra = load_model(checkpoint, bound_config_fields)
-  reused = require_index(args.reuse_index) if args.reuse_index else {}
   pooling = args.pooling or reused.get("pooling") or extra.get("pooling", "token")
   if pooling == "mean" and args.augment_with and args.augment_mode == "tokens":
     parser.error("--augment_mode tokens needs --pooling token (use pooled_per_language)")
