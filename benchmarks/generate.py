@@ -1,12 +1,23 @@
 """Generated tokens/s: our jitted cached decoding vs Hugging Face ``generate`` (PyTorch, CPU).
 
 Same weights on both sides (ours exported with ``checkpoints.hf.params_to_hf_tensors``), same
-prompts, greedy and beam search. The warm-started BERT2BERT generator (``b2b`` shapes) has no
+prompts, greedy, top-k sampling (k 10) and beam search. The warm-started BERT2BERT generator (``b2b`` shapes) has no
 Hugging Face twin with the same weights (its tied LM head has no MLM transform), so only our
 side is timed for it. Tokens counted = every output token up to and including EOS
 (both sides decode random weights, which rarely emit EOS, so both run to the length limit).
 Our compile time is reported separately and excluded from tokens/s; each timing is the
 median of ``--repeats`` runs. Also reports how many greedy outputs agree token for token.
+
+Where the time goes, so a ratio can be read against what the machine allows: our encoder
+share (encoder + cross-attention cache, timed alone), the floating-point work of one call
+(XLA's own count of the compiled encoder and of one decode step, times the steps taken; HF
+does the same work up to its smaller self-attention span), the GFLOP/s each side reached, and
+the float32 matmul rate this machine reaches at the encoder's shapes (measured at start-up).
+"ceiling" is the largest ours / HF ratio any implementation could show at that rate:
+HF's time over the time the work takes at the measured matmul rate.
+
+glibc malloc is tuned for XLA:CPU as the ``xtr-jax`` CLI tunes it (``xtr_jax/host_malloc.py``)
+before JAX starts; ``XTR_JAX_TUNE_MALLOC=0`` leaves it alone.
 
   XLA_FLAGS=--xla_force_host_platform_device_count=1 .venv/bin/python benchmarks/generate.py
 """
@@ -21,14 +32,19 @@ import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+from xtr_jax.host_malloc import tune_malloc  # noqa: E402
+
+MALLOC_TUNED = tune_malloc()  # as the CLI does, before JAX starts its threads
+
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from xtr_jax.checkpoints.hf import params_to_hf_tensors  # noqa: E402
 from xtr_jax.models import decoding, t5  # noqa: E402
 from xtr_jax.models.bert import bert_config  # noqa: E402
-from xtr_jax.models.bert2bert import Bert2BertConfig  # noqa: E402
+from xtr_jax.models.bert2bert import Bert2BertConfig, seq2seq_model  # noqa: E402
 from xtr_jax.models.config import mt5_config, tiny_config  # noqa: E402
 
 
@@ -77,6 +93,46 @@ def _median_time(fn, repeats: int) -> tuple[float, object]:
   return statistics.median(times), out
 
 
+def _flops(compiled) -> float:
+  return float(compiled.cost_analysis().get("flops", float("nan")))
+
+
+def _encode_and_step(params, ids, config, rows: int, decode_length: int):
+  """Our encoder + cross-attention cache (jitted, timed alone) and the FLOPs of it and of one
+  decode step over ``len(ids) * rows`` rows, as XLA counts them in the compiled programs."""
+  model = seq2seq_model(config)
+
+  def encode(params, ids):
+    mask = (ids != config.pad_token_id).astype(jnp.int32)
+    encoded = model.apply({"params": params}, ids, mask, method=type(model).encode)
+    encoded, mask = decoding.repeat_batch((encoded, mask), rows)
+    return t5.init_cache(model, params, encoded, mask, decode_length), mask
+
+  def step(params, cache, mask, token_ids):
+    return t5.decode_step(model, params, cache, mask, token_ids)
+
+  encode_c = jax.jit(encode).lower(params, ids).compile()
+  cache, mask = encode_c(params, ids)
+  tok = jnp.zeros((ids.shape[0] * rows, 1), jnp.int32)
+  step_c = jax.jit(step).lower(params, cache, mask, tok).compile()
+  return encode_c, _flops(encode_c), _flops(step_c)
+
+
+def matmul_rate(m: int, k: int, n: int, repeats: int = 10) -> dict[str, float]:
+  """Float32 GFLOP/s of one [m, k] x [k, n] matmul, XLA and torch (median of ``repeats``)."""
+  import torch  # noqa: PLC0415
+
+  a, b = jnp.ones((m, k), jnp.float32), jnp.ones((k, n), jnp.float32)
+  dot = jax.jit(jnp.dot)
+  dot(a, b).block_until_ready()
+  xla_s, _ = _median_time(lambda: dot(a, b).block_until_ready(), repeats)
+  ta, tb = torch.ones(m, k), torch.ones(k, n)
+  torch.mm(ta, tb)
+  torch_s, _ = _median_time(lambda: torch.mm(ta, tb), repeats)
+  work = 2.0 * m * k * n / 1e9
+  return {"xla": work / xla_s, "torch": work / torch_s}
+
+
 def run(shape: str, strategy: str, args) -> dict:
   import torch  # noqa: PLC0415
 
@@ -98,13 +154,25 @@ def run(shape: str, strategy: str, args) -> dict:
     kw.update(beam_size=args.beam_size, num_return=1, alpha=0.0)
 
   def ours():
-    out = decoding.generate(params, ids, None, **kw)
+    out = decoding.generate(params, ids, jax.random.PRNGKey(0), **kw)
     return np.asarray(jax.block_until_ready(out.tokens))
 
   t0 = time.perf_counter()
   ours()
   compile_s = time.perf_counter() - t0
   ours_s, ours_tokens = _median_time(ours, args.repeats)
+  rows = args.beam_size if strategy == "beam" else 1
+  encode_c, encode_flops, step_flops = _encode_and_step(
+    params, ids, config, rows, args.decode_length
+  )
+  encode_s, _ = _median_time(lambda: jax.block_until_ready(encode_c(params, ids)), args.repeats)
+  # Steps taken: at least the longest output (random weights rarely stop early).
+  steps = max(_count(row[None], eos) for row in ours_tokens.reshape(-1, ours_tokens.shape[-1]))
+  work = dict(
+    encode_share=encode_s / ours_s,
+    gflop=(encode_flops + steps * step_flops) / 1e9,
+    ours_s=ours_s,
+  )
   if b2b:
     return dict(
       shape=shape,
@@ -112,7 +180,9 @@ def run(shape: str, strategy: str, args) -> dict:
       compile_s=compile_s,
       ours_tps=_count(ours_tokens[:, 0], eos) / ours_s,
       hf_tps=float("nan"),
+      hf_s=float("nan"),
       agree="",
+      **work,
     )
 
   torch.set_num_threads(args.torch_threads)
@@ -120,9 +190,11 @@ def run(shape: str, strategy: str, args) -> dict:
   tids = torch.tensor(ids, dtype=torch.long)
   gen_kw = dict(
     max_new_tokens=args.decode_length,
-    do_sample=False,
+    do_sample=strategy == "topk",
     num_beams=args.beam_size if strategy == "beam" else 1,
   )
+  if strategy == "topk":  # our default: top_k 10, temperature 1
+    gen_kw.update(top_k=10, temperature=1.0)
 
   def hf():
     with torch.no_grad():
@@ -143,7 +215,9 @@ def run(shape: str, strategy: str, args) -> dict:
     compile_s=compile_s,
     ours_tps=n_ours / ours_s,
     hf_tps=n_hf / hf_s,
+    hf_s=hf_s,
     agree=agree,
+    **work,
   )
 
 
@@ -158,24 +232,45 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--torch_threads", type=int, default=2)
   args = parser.parse_args()
+  import torch  # noqa: PLC0415
+
+  torch.set_num_threads(args.torch_threads)
+  load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
   print(
     f"# {platform.machine()} {os.cpu_count()} CPUs, jax {jax.__version__}, devices "
-    f"{len(jax.devices())}; batch {args.batch_size}, input {args.input_length}, "
-    f"decode {args.decode_length}"
+    f"{len(jax.devices())}, torch {torch.__version__} ({args.torch_threads} threads); batch "
+    f"{args.batch_size}, input {args.input_length}, decode {args.decode_length}; malloc "
+    f"tuned: {MALLOC_TUNED}; load average at start {load:.2f}"
+  )
+  # The encoder's feed-forward shape at mT5-small width, and a large square one.
+  rates = [
+    matmul_rate(args.batch_size * args.input_length, 512, 1024),
+    matmul_rate(2048, 2048, 2048),
+  ]
+  peak = max(max(r.values()) for r in rates)
+  print(
+    "# float32 matmul GFLOP/s (XLA, torch): "
+    + ", ".join(f"{r['xla']:.0f}, {r['torch']:.0f}" for r in rates)
+    + f"; best {peak:.0f}",
+    flush=True,
   )
   header = (
-    "| shape | strategy | ours tok/s | HF generate tok/s | ours / HF | compile s | greedy agree |"
+    "| shape | strategy | ours tok/s | HF generate tok/s | ours / HF | ceiling | "
+    "GFLOP/call | ours GFLOP/s | HF GFLOP/s | ours encoder share | compile s | greedy agree |"
   )
-  print(header + "\n|---|---|---:|---:|---:|---:|---:|", flush=True)
+  print(header + "\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
   for shape in args.shapes.split(","):
     for strategy in args.strategies.split(","):
       r = run(shape, strategy, args)
       hf = r["hf_tps"] == r["hf_tps"]  # NaN: no Hugging Face twin (b2b shapes)
       hf_tps = f"{r['hf_tps']:.0f}" if hf else "-"
       ratio = f"{r['ours_tps'] / r['hf_tps']:.2f}x" if hf else "-"
+      ceiling = f"{r['hf_s'] / (r['gflop'] / peak):.2f}x" if hf else "-"
+      hf_rate = f"{r['gflop'] / r['hf_s']:.0f}" if hf else "-"
       print(
         f"| {r['shape']} | {r['strategy']} | {r['ours_tps']:.0f} | {hf_tps} | {ratio} | "
-        f"{r['compile_s']:.1f} | {r['agree']} |",
+        f"{ceiling} | {r['gflop']:.1f} | {r['gflop'] / r['ours_s']:.0f} | {hf_rate} | "
+        f"{r['encode_share']:.0%} | {r['compile_s']:.1f} | {r['agree']} |",
         flush=True,
       )
 

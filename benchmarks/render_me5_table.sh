@@ -33,5 +33,11 @@ if [ -f "$R/me5_ft384_distill128_eval.json" ]; then
   systems+=(--system "$G=$R/me5_ft384_distill128_eval.json")
   pairs+=(--pair "$G:$B" --pair "$G:$C" --pair "$G:$Q" --pair "$G:$D")
 fi
+# (d'') that distilled 128-d model fine-tuned end to end with the XTR recipe (results/projection_fit.md).
+H="(d'') mE5 XTR 128-d, distilled, then fine-tuned"
+if [ -f "$R/me5_distill128_ft_eval.json" ]; then
+  systems+=(--system "$H=$R/me5_distill128_ft_eval.json")
+  pairs+=(--pair "$H:$B" --pair "$H:$C" --pair "$H:$G" --pair "$H:$X")
+fi
 ${PYTHON:-.venv/bin/python} benchmarks/backbone_table.py "${systems[@]}" "${pairs[@]}" \
   --intro $R/intro.md --outro $R/outro.md --output results/me5_xor_mini.md

@@ -194,16 +194,25 @@ def test_model_families_differ_only_in_the_model():
 
 def test_monolingual_point_adds_only_the_monolingual_pairs():
   n11 = _resolved(_spec(SWEEP1))["n11_k32"]
-  resolved = _resolved(_spec("monolingual_me5_cpu"))
-  ref, mono = resolved["n11_k32"], resolved["n11_mono_k32"]
-  assert ref["train"] == n11["train"]  # the reference is sweep 1's n11_k32 itself
-  assert ref["model"] == mono["model"] == n11["model"]
+  spec = _spec("monolingual_me5_cpu")
+  mono = _resolved(spec)["n11_mono_k32"]
+  assert mono["model"] == n11["model"]
   assert mono["train"] == dataclasses.replace(
     n11["train"], extra_languages=MONO, extra_per_language=1190, phase1_name="n11_mono"
   )
   assert mono["train"].extra_pairs_dir.endswith("pairs_swim_ir_layout/monolingual")
   assert mono["labels"]["monolingual_pairs_per_language"] == 1190
+  # The reference (no monolingual pairs) is sweep 1's n11_k32, borrowed with its record: the
+  # same bindings as this sweep's base plus sweep 1's n11_k32 ones, so only the pairs differ.
+  (ref,) = spec.report.borrow
   assert ref["labels"]["monolingual_pairs_per_language"] == 0
+  assert {k: v for k, v in ref["labels"].items() if k != "monolingual_pairs_per_language"} == {
+    k: v for k, v in mono["labels"].items() if k != "monolingual_pairs_per_language"
+  }
+  record = sweep.latest_by_config(sweep.read_results(REPO / ref["from"] / "results.jsonl"))
+  assert record[ref["config"]]["status"] == "ok"
+  assert (REPO / ref["from"] / "scores" / f"{ref['config']}.json").is_file()
+  assert set(record[ref["config"]]["bindings"]) == set(spec.base_bindings) | {"PHASE1 = 'n11'"}
 
 
 def test_tpu_sweep_scales_over_one_swim_ir_order():
@@ -359,16 +368,17 @@ def _smoke_binding(binding: str, run: str) -> str:
   return binding
 
 
-def _smoke_sweep(name: str, smoke: dict) -> pathlib.Path:
+def _smoke_sweep(name: str, smoke: dict, extra: dict | None = None) -> pathlib.Path:
   """The shipped sweep ``name`` as gin read it (configurations, labels, stages, report), with
-  the smoke run file, the smoke sizes and the fake data's evaluation files."""
+  the smoke run file, the smoke sizes and the fake data's evaluation files; ``extra``
+  configurations are added (a borrowed point trained here, as the smoke has no records)."""
   gin_utils.parse_gin([str(SWEEPS / f"{name}.gin")], [])
   q = gin.query_parameter
   base = q("sweep_spec.base_bindings")
   assert base[0] == PINNED_CPU
   configurations = {
     cname: {**c, "bindings": [_smoke_binding(b, smoke["run"]) for b in c.get("bindings", [])]}
-    for cname, c in q("sweep_spec.configurations").items()
+    for cname, c in {**q("sweep_spec.configurations"), **(extra or {})}.items()
   }
   lines = [
     f"sweep_spec.name = {name!r}",
@@ -397,8 +407,10 @@ def _smoke_sweep(name: str, smoke: dict) -> pathlib.Path:
   return path
 
 
-def _run_smoke(name: str, smoke: dict, only: list[str], tmp_path) -> tuple[list, dict, str]:
-  gin_file = _smoke_sweep(name, smoke)
+def _run_smoke(
+  name: str, smoke: dict, only: list[str], tmp_path, extra: dict | None = None
+) -> tuple[list, dict, str]:
+  gin_file = _smoke_sweep(name, smoke, extra)
   out = tmp_path / "out"
   argv = ["--gin_file", str(gin_file), "--output", str(out), "--only", ",".join(only)]
   assert sweep.main(argv) == 0
@@ -462,7 +474,10 @@ def test_monolingual_sweep_smoke_resumes(smoke, tmp_path, monkeypatch):
     return real_search(config_name, bindings, workdir)
 
   monkeypatch.setattr(stages, "search_stage", crashing)
-  gin_file = _smoke_sweep("monolingual_me5_cpu", smoke)
+  # The reference is borrowed from sweep 1's records on real data; the smoke trains it here.
+  ref_labels = {"num_train_languages": 11, "monolingual_pairs_per_language": 0, "few_shot_k": 32}
+  extra = {"n11_k32": {"bindings": ["MONO_LANGUAGES = []", "PHASE1 = 'n11'"], "labels": ref_labels}}
+  gin_file = _smoke_sweep("monolingual_me5_cpu", smoke, extra)
   out = tmp_path / "out"
   only = ["n11_mono_k32", "n11_k32"]
   argv = ["--gin_file", str(gin_file), "--output", str(out), "--only", ",".join(only)]
@@ -470,7 +485,7 @@ def test_monolingual_sweep_smoke_resumes(smoke, tmp_path, monkeypatch):
   assert len(calls) == 4  # two phase 1s (n11_mono, n11) and two adaptations
   monkeypatch.setattr(stages, "search_stage", real_search)
   calls.clear()
-  _, records, text = _run_smoke("monolingual_me5_cpu", smoke, only, tmp_path)
+  _, records, text = _run_smoke("monolingual_me5_cpu", smoke, only, tmp_path, extra)
   assert calls == []  # the crashed configuration's models were trained before the crash
   mono, ref = (records[c]["outputs"]["train"] for c in only)
   assert mono["data"]["extra_pairs"] == 5 * 10  # ja ko ar sw en x 1190 / 119
