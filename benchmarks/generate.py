@@ -25,6 +25,7 @@ before JAX starts; ``XTR_JAX_TUNE_MALLOC=0`` leaves it alone.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import statistics
@@ -102,15 +103,12 @@ def _encode_and_step(params, ids, config, rows: int, decode_length: int):
   decode step over ``len(ids) * rows`` rows, as XLA counts them in the compiled programs."""
   model = seq2seq_model(config)
 
-  def encode(params, ids):
-    mask = (ids != config.pad_token_id).astype(jnp.int32)
-    encoded = model.apply({"params": params}, ids, mask, method=type(model).encode)
-    encoded, mask = decoding.repeat_batch((encoded, mask), rows)
-    return t5.init_cache(model, params, encoded, mask, decode_length), mask
-
   def step(params, cache, mask, token_ids):
     return t5.decode_step(model, params, cache, mask, token_ids)
 
+  encode = functools.partial(
+    decoding.encode_to_cache, config=config, rows=rows, max_length=decode_length
+  )
   encode_c = jax.jit(encode).lower(params, ids).compile()
   cache, mask = encode_c(params, ids)
   tok = jnp.zeros((ids.shape[0] * rows, 1), jnp.int32)
@@ -167,7 +165,7 @@ def run(shape: str, strategy: str, args) -> dict:
   )
   encode_s, _ = _median_time(lambda: jax.block_until_ready(encode_c(params, ids)), args.repeats)
   # Steps taken: at least the longest output (random weights rarely stop early).
-  steps = max(_count(row[None], eos) for row in ours_tokens.reshape(-1, ours_tokens.shape[-1]))
+  steps = max(_count(row, eos) for row in ours_tokens.reshape(-1, 1, ours_tokens.shape[-1]))
   work = dict(
     encode_share=encode_s / ours_s,
     gflop=(encode_flops + steps * step_flops) / 1e9,

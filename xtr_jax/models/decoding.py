@@ -265,6 +265,19 @@ def beam_search(
 # ----------------------------------------------------------------------- model entry point
 
 
+def encode_to_cache(
+  params: Any, input_ids: Array, config: T5Config | Bert2BertConfig, rows: int, max_length: int
+) -> tuple[Any, Array]:
+  """Encodes ``input_ids`` [B, L] and builds the decoding cache for ``rows`` outputs each
+  ([B*rows] rows, b-major; cross-attention keys/values filled): the part of ``generate``
+  before the first step, also timed on its own by ``benchmarks/generate.py``."""
+  model = seq2seq_model(config)
+  mask = (input_ids != config.pad_token_id).astype(jnp.int32)
+  encoded = model.apply({"params": params}, input_ids, mask, method=type(model).encode)
+  encoded, mask = repeat_batch((encoded, mask), rows)
+  return t5.init_cache(model, params, encoded, mask, max_length), mask
+
+
 @functools.partial(
   jax.jit,
   static_argnames=(
@@ -314,12 +327,9 @@ def generate(
   if strategy == "greedy" and num_return != 1:
     raise ValueError(f"greedy decoding gives one output per input; got num_return={num_return}")
   model = seq2seq_model(config)
-  mask = (input_ids != config.pad_token_id).astype(jnp.int32)
-  encoded = model.apply({"params": params}, input_ids, mask, method=type(model).encode)
   batch = input_ids.shape[0]
   rows = beam_size if strategy == "beam" else num_return
-  encoded, mask = repeat_batch((encoded, mask), rows)
-  cache = t5.init_cache(model, params, encoded, mask, max_decode_length)
+  cache, mask = encode_to_cache(params, input_ids, config, rows, max_decode_length)
 
   def step_fn(cache, token_ids):
     return t5.decode_step(model, params, cache, mask, token_ids)
