@@ -157,3 +157,46 @@ def test_borrowed_point_joins_the_series_with_its_own_record(tmp_path):
     sweep_report.report(out, tmp_path / "r3", queries=queries, borrowed=wrong, **args)
   with pytest.raises(ValueError, match="each 'borrow' entry needs name, from, config, labels"):
     sweep._report_spec({"x": "n", "borrow": [{"name": "x"}]})
+
+
+def test_a_fresh_sweep_folder_keeps_the_earlier_reports_points(tmp_path):
+  # The report is committed, the sweep folder is not: a sweep extended on another machine
+  # runs only its new point into a fresh folder, and the report keeps the points run before.
+  out = _write_sweep(tmp_path)
+  queries = str(tmp_path / "dev.jsonl")
+  args = dict(name="smoke", x="n", metrics=["Recall@20"], series="k", queries=queries)
+  dest = tmp_path / "report"
+  expected = {n: [] for n in ("n0", "n1", "n2", "n3", "bm25")}
+  sweep_report.report(out, dest, expected=expected, **args)
+  first = (dest / "report.md").read_text("utf-8")
+  shutil.rmtree(out)
+  fresh = _write_sweep(tmp_path)  # n2 alone reruns in a new folder, with other scores
+  for name in ("n0", "n1", "bm25"):
+    shutil.rmtree(fresh / name)
+  records = [json.loads(line) for line in (fresh / "results.jsonl").read_text("utf-8").splitlines()]
+  (fresh / "results.jsonl").write_text(
+    "".join(json.dumps({**r, "commit": "def"}) + "\n" for r in records if r["config"] == "n2"),
+    "utf-8",
+  )
+  block = {"per_query": {**SCORES["n2"], "q5": 0.0}, "macro": 0.0, "per_lang": {}}
+  (fresh / "n2" / "eval.json").write_text(json.dumps({"metrics": {"Recall@20": block}}), "utf-8")
+  sweep_report.report(fresh, dest, expected=expected, **args)
+  text = (dest / "report.md").read_text("utf-8")
+  assert "4 configurations recorded ok" in text and "commit(s) `abc`, `def`." in text
+  assert "Kept from this folder's earlier report (not in the sweep folder now): " in text
+  assert "`n0`, `n1`, `bm25`" in text and "Failed" not in text  # n3 failed: not kept
+  assert "| 0 | 1 | n1 | 58.3 [" in text and "| (baseline) | | bm25 | 25.0 [" in text
+  assert "| 0 | 2 | n2 | 75.0 [" in text and "| 0 | 2 | n2 | 100.0 [" in first  # (1 + 1/2) / 2
+  kept = {r["config"]: r for r in sweep.read_results(dest / "results.jsonl")}
+  assert kept["n1"]["commit"] == "abc" and kept["n1"]["carried"] and "carried" not in kept["n2"]
+  # Rendering again from the same two folders changes nothing.
+  sweep_report.report(fresh, dest, expected=expected, **args)
+  assert (dest / "report.md").read_text("utf-8") == text
+  # A kept point whose bindings differ from what the spec gives it now is an error, and the
+  # report folder is left as it was.
+  with pytest.raises(
+    ValueError, match=r"report/results.jsonl: recorded 'n0' ran with other bindings"
+  ):
+    sweep_report.report(fresh, dest, expected={**expected, "n0": ["N = 0"]}, **args)
+  assert (dest / "report.md").read_text("utf-8") == text
+  assert (dest / "scores" / "n0.json").is_file()

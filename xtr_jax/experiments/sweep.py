@@ -530,8 +530,9 @@ def write_report(spec: SweepSpec, output: pathlib.Path, dest: pathlib.Path) -> p
     raise ValueError(f"sweep {spec.name!r} sets no sweep_spec.report (x, metrics, series)")
   queries = gin.query_parameter("evaluate_stage.queries")
   r = spec.report
+  expected = {c.name: [*spec.base_bindings, *c.bindings] for c in spec.configurations}
   return sweep_report.report(
-    output, dest, spec.name, r.x, r.metrics, r.series, queries, r.pairs, r.borrow
+    output, dest, spec.name, r.x, r.metrics, r.series, queries, r.pairs, r.borrow, expected
   )
 
 
@@ -546,7 +547,8 @@ def main(argv: list[str] | None = None) -> int:
     "--report",
     metavar="DIR",
     help="Run nothing: copy the recorded results of --output (when there) into DIR and render "
-    "DIR/report.md and the plot from them alone (sweep_spec.report says what).",
+    "DIR/report.md and the plot from them alone (sweep_spec.report says what). Points of DIR's "
+    "earlier report that --output has no record of are kept, if run with today's bindings.",
   )
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
   try:

@@ -230,6 +230,11 @@ def _status_lines(records: Sequence[dict]) -> list[str]:
   ]
   if failed:
     lines.append(f"Failed (rerun the sweep to retry): {', '.join(failed)}.")
+  carried = [f"`{r['config']}`" for r in ok if r.get("carried")]
+  if carried:
+    lines.append(
+      f"Kept from this folder's earlier report (not in the sweep folder now): {', '.join(carried)}."
+    )
   for r in ok:
     if "borrowed_from" in r:
       b = r["borrowed_from"]
@@ -339,14 +344,73 @@ def report(
   queries: str,
   pairs: Sequence[tuple[str, str]] = (),
   borrowed: Sequence[Mapping[str, Any]] = (),
+  expected: Mapping[str, Sequence[str]] | None = None,
 ) -> pathlib.Path:
-  """collect (when the sweep folder is there) + the borrowed points + render."""
+  """collect (when the sweep folder is there) + the points carried over from dest's earlier
+  report (see ``carried``; only when ``expected``, {config: bindings}, is given) + the
+  borrowed points + render."""
   if sweep_dir is not None and (sweep_dir / "results.jsonl").is_file():
     own = dest.resolve() == sweep_dir.resolve()
     if borrowed and own:  # before anything is written: the sweep's records stay its own
       raise ValueError(f"{dest}: borrowed points go to a report folder, not the sweep's own")
+    kept = [] if own or expected is None else carried(dest, sweep_dir, expected, metrics)
     if not own:
       shutil.rmtree(dest / SCORES_DIR, ignore_errors=True)
     collect(sweep_dir, dest, metrics, queries)
+    _write_carried(dest, kept)
     borrow(dest, borrowed, metrics)
   return render(dest, name, x, metrics, series, pairs)
+
+
+def carried(
+  dest: pathlib.Path,
+  sweep_dir: pathlib.Path,
+  expected: Mapping[str, Sequence[str]],
+  metrics: Sequence[str],
+) -> list[tuple[dict, dict]]:
+  """The (record, scores) pairs of dest's earlier report that a new collect keeps: its own
+  (not borrowed) ok points that the sweep folder has no ok record of.
+
+  Why: the report folder is what is committed; the sweep folder (checkpoints, indexes) is
+  scratch that stays on the machine that ran it. A sweep extended later, on another
+  machine, runs only its new points into a fresh folder, and its report must still show
+  the points run before, each with its own record (commit, bindings). A kept point whose
+  recorded bindings are not the ones sweep_spec gives it now would mix two experiments,
+  so that is an error naming it; rerunning it into the sweep folder replaces it.
+  """
+  from xtr_jax.experiments.sweep import latest_by_config, read_results  # noqa: PLC0415
+
+  fresh = {
+    c for c, r in latest_by_config(read_results(sweep_dir / "results.jsonl")).items()
+    if r["status"] == "ok"
+  }  # fmt: skip
+  kept = []
+  for name, record in latest_by_config(read_results(dest / "results.jsonl")).items():
+    if name in fresh or name not in expected or record["status"] != "ok":
+      continue
+    if "borrowed_from" in record:
+      continue  # borrowed again from its source below
+    where = f"{dest / 'results.jsonl'}: recorded {name!r}"
+    if list(record.get("bindings", [])) != list(expected[name]):
+      raise ValueError(
+        f"{where} ran with other bindings than sweep_spec gives it now; rerun it "
+        f"(xtr-jax sweep --only {name}) or remove its record"
+      )
+    path = dest / SCORES_DIR / f"{name}.json"
+    if not path.is_file():
+      raise FileNotFoundError(f"{where} has no per-query scores ({path} missing)")
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    missing = [m for m in metrics if m not in doc["per_query"]]
+    if missing:
+      raise ValueError(f"{path}: no per-query scores for {missing}")
+    kept.append(({**record, "carried": True}, doc))
+  return kept
+
+
+def _write_carried(dest: pathlib.Path, kept: Sequence[tuple[dict, dict]]) -> None:
+  from xtr_jax.experiments.sweep import append_result  # noqa: PLC0415
+
+  for record, doc in kept:
+    _same_queries(dest, doc["lang"], dest / SCORES_DIR / f"{record['config']}.json")
+    xio.atomic_write_text(str(dest / SCORES_DIR / f"{record['config']}.json"), json.dumps(doc))
+    append_result(dest / "results.jsonl", record)
