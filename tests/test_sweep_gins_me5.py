@@ -125,8 +125,25 @@ def test_sweep_gin_dry_run_and_plans(name, tmp_path, capsys):
   # The report's x axis: every configuration either has it or is meant as a baseline.
   for c in spec.configurations:
     if spec.report.x not in c.labels:
-      assert c.name in ("bm25", "colbert", "single_vector"), c.name
+      assert c.name in ("bm25", "colbert", "single_vector", "xor_train_all"), c.name
   assert gin.query_parameter("sweep_spec.name") == name  # the sweep's own config is back
+
+
+def test_sweep1_in_domain_reference_changes_only_phase_1_data():
+  """``xor_train_all``: phase 1 on every XOR-TyDi train pair of fi/ja/ru instead of XQuAD,
+  the same budget, model and evaluation as the curve's points, and no phase 2."""
+  resolved = _resolved(_spec(SWEEP1))
+  ref, point = resolved["xor_train_all"], resolved["n4_k0"]
+  plan = ref["train"]
+  assert plan.languages == ["fi", "ja", "ru"] and plan.sources == [XOR_SOURCE]
+  assert plan.max_pairs_per_language is None and plan.adapt_steps == 0
+  assert plan.phase1_name == "xor_train_all"
+  assert plan.heldout_queries == point["train"].heldout_queries
+  assert plan.heldout_qrels == point["train"].heldout_qrels
+  assert (ref["train_steps"], ref["batch_size"], ref["model"]) == (
+    point["train_steps"], point["batch_size"], point["model"]
+  )  # fmt: skip
+  assert ref["index"] == point["index"] and ref["search"] == point["search"]
 
 
 def test_data_size_sweep_varies_only_the_pairs():
