@@ -117,6 +117,33 @@ def generator(backbone, tmp_path_factory) -> tuple[str, Bert2BertConfig]:
   return out, config
 
 
+@pytest.fixture(scope="module")
+def copy_generator(backbone, tmp_path_factory) -> tuple[str, Bert2BertConfig]:
+  """The same warm start with the pointer-generator copy head; its gate and query/key are
+  made non-trivial so the tests see both distributions mixed."""
+  config = Bert2BertConfig(encoder=_encoder_config(), output_vocab=_vocab(), copy_attention=True)
+  out = str(tmp_path_factory.mktemp("gen_copy") / "b2b")
+  glue.warm_start_checkpoint(backbone, out, config)
+  ckpt = orbax_io.load_checkpoint(out)
+  params = jax.tree_util.tree_map(np.array, ckpt.params)
+  head = params["decoder"]["copy_attention"]
+  rng = np.random.default_rng(3)
+  head["gate_kernel"] = rng.normal(0, 0.01, head["gate_kernel"].shape).astype(np.float32)
+  for name in ("query", "key"):
+    head[name]["kernel"] = rng.normal(0, 0.05, head[name]["kernel"].shape).astype(np.float32)
+  name = ckpt.extra[TOKENIZER_KEY]["file"]
+  assets = {name: (pathlib.Path(out) / name).read_bytes()}
+  orbax_io.save_checkpoint(
+    out + "_mixed", params, config, model_kind="bert2bert", extra=dict(ckpt.extra), assets=assets
+  )
+  return out + "_mixed", config
+
+
+@pytest.fixture(params=["plain", "copy"])
+def any_generator(request) -> tuple[str, Bert2BertConfig]:
+  return request.getfixturevalue("generator" if request.param == "plain" else "copy_generator")
+
+
 def _ids(tok, texts, length=24) -> np.ndarray:
   out = np.full((len(texts), length), tok.pad_id, np.int32)
   for i, row in enumerate(tok.encode(texts, length)):
@@ -234,8 +261,8 @@ def _teacher_forced_logits(params, config, ids, prefix) -> np.ndarray:
   return np.asarray(_forced(params, ids, np.asarray(prefix, np.int32), config))
 
 
-def test_cached_decoding_equals_uncached(generator, backbone):
-  path, config = generator
+def test_cached_decoding_equals_uncached(any_generator):
+  path, config = any_generator
   ckpt = orbax_io.load_checkpoint(path)
   tok = tokenizer_for(path, ckpt.extra, ckpt.config)
   ids = _ids(tok, ["n03 river n04 city .", "n05 the tea ."])
@@ -259,8 +286,8 @@ def test_cached_decoding_equals_uncached(generator, backbone):
   np.testing.assert_allclose(np.asarray(out.scores[:, 0]), logp, rtol=1e-5, atol=1e-5)
 
 
-def test_beam_search_returns_the_best_sequences_by_enumeration(generator):
-  path, config = generator
+def test_beam_search_returns_the_best_sequences_by_enumeration(any_generator):
+  path, config = any_generator
   ckpt = orbax_io.load_checkpoint(path)
   tok = tokenizer_for(path, ckpt.extra, ckpt.config)
   ids = _ids(tok, ["n06 river n07 ."])
@@ -289,6 +316,95 @@ def test_beam_search_returns_the_best_sequences_by_enumeration(generator):
   best = sorted(scored, key=lambda s: -s[0])[:3]
   assert [tuple(map(int, t)) for t in np.asarray(out.tokens[0])] == [s for _, s in best]
   np.testing.assert_allclose(np.asarray(out.scores[0]), [s for s, _ in best], rtol=1e-5)
+
+
+def _copy_reference(params, config, ids, prefix) -> np.ndarray:
+  """log p(w) of the copy model, and its gates, from its decoder states, by numpy (the module docstring's
+  formula): the vocabulary distribution of the same decoder without the head, the copy
+  attention over the copyable source positions summed onto their output ids, the gate."""
+  mask = (ids != config.pad_token_id).astype(np.int32)
+  plain = Bert2BertConfig(**{**vars(config), "copy_attention": False})
+  plain_params = {
+    **params,
+    "decoder": {k: v for k, v in params["decoder"].items() if k != "copy_attention"},
+  }
+  logits, inter = Bert2Bert(plain).apply(
+    {"params": plain_params}, ids, prefix, mask, capture_intermediates=True
+  )
+  last = f"layers_{config.decoder_layers - 1}"
+  y = np.asarray(inter["intermediates"]["decoder"][last]["__call__"][0], np.float64)
+  enc = np.asarray(inter["intermediates"]["encoder"]["__call__"][0], np.float64)
+  head = jax.tree_util.tree_map(
+    lambda x: np.asarray(x, np.float64), params["decoder"]["copy_attention"]
+  )
+  key = enc @ head["key"]["kernel"] + head["key"]["bias"]
+  query = y @ head["query"]["kernel"] + head["query"]["bias"]
+  vocab = np.asarray(config.output_vocab)
+  out, gates = np.zeros(np.asarray(logits).shape), []
+  for b in range(ids.shape[0]):
+    src = [
+      (j, int(np.searchsorted(vocab, t))) for j, t in enumerate(ids[b]) if mask[b, j] and t in vocab
+    ]
+    scores = query[b] @ key[b][[j for j, _ in src]].T / np.sqrt(key.shape[-1])
+    attn = np.exp(scores - scores.max(-1, keepdims=True))
+    attn /= attn.sum(-1, keepdims=True)
+    context = attn @ enc[b][[j for j, _ in src]]
+    gate = 1 / (
+      1 + np.exp(-(np.concatenate([y[b], context], -1) @ head["gate_kernel"] + head["gate_bias"]))
+    )
+    z = np.asarray(logits[b], np.float64)
+    p_vocab = np.exp(z - z.max(-1, keepdims=True))
+    p_vocab /= p_vocab.sum(-1, keepdims=True)
+    p = gate[:, None] * p_vocab
+    for (_, o), a in zip(src, attn.T):
+      p[:, o] += (1 - gate) * a
+    out[b] = np.log(p)
+    gates.append(gate)
+  return out, np.stack(gates)
+
+
+def test_copy_head_matches_the_pointer_generator_formula(copy_generator):
+  path, config = copy_generator
+  ckpt = orbax_io.load_checkpoint(path)
+  tok = tokenizer_for(path, ckpt.extra, ckpt.config)
+  # n03/n04/n05 are in the output vocabulary (copyable, n03 twice), river/city/tea are not.
+  ids = _ids(tok, ["n03 river n04 city n03 .", "n05 the tea ."])
+  prefix = np.array([[0, 5, 6, 7], [0, 4, 4, 9]], np.int32)
+  got = _teacher_forced_logits(ckpt.params, config, ids, prefix)
+  np.testing.assert_allclose(np.exp(got).sum(-1), 1.0, rtol=1e-5)  # normalised
+  ref, gates = _copy_reference(ckpt.params, config, ids, prefix)
+  assert 0.1 < gates.min() and gates.max() < 0.9  # both distributions really mixed
+  np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+  # The copy mass lands on the source's pieces: raising it raises exactly those.
+  params = jax.tree_util.tree_map(np.array, ckpt.params)
+  params["decoder"]["copy_attention"]["gate_bias"] = np.float32(-30.0)
+  only_copy = np.exp(_teacher_forced_logits(params, config, ids, prefix))
+  # Copyable: the row's pieces in the output vocabulary, <s> and </s> included, not padding.
+  src0 = {config.output_id(int(t)) for t in ids[0] if t != config.pad_token_id}
+  src0.discard(None)
+  assert len(src0) == 4  # <s> </s> n03 n04
+  np.testing.assert_allclose(only_copy[0][:, sorted(src0)].sum(-1), 1.0, rtol=1e-4)
+  # ... and with the gate shut the other way the model is the plain decoder.
+  params["decoder"]["copy_attention"]["gate_bias"] = np.float32(30.0)
+  plain = Bert2BertConfig(**{**vars(config), "copy_attention": False})
+  plain_params = {
+    **params,
+    "decoder": {k: v for k, v in params["decoder"].items() if k != "copy_attention"},
+  }
+  np.testing.assert_allclose(
+    np.exp(_teacher_forced_logits(params, config, ids, prefix)),
+    np.asarray(jax.nn.softmax(_teacher_forced_logits(plain_params, plain, ids, prefix))),
+    atol=1e-6,
+  )
+
+
+def test_copy_attention_config_round_trips_and_is_checked():
+  config = Bert2BertConfig(encoder=_encoder_config(), output_vocab=_vocab(), copy_attention=True)
+  assert Bert2BertConfig.from_dict(config.to_dict()) == config
+  old = {k: v for k, v in config.to_dict().items() if k != "copy_attention"}
+  assert Bert2BertConfig.from_dict(old).copy_attention is False  # checkpoints from before
+  with pytest.raises(ValueError, match="field 'copy_attention' must be a bool"):
+    Bert2BertConfig.from_dict({**config.to_dict(), "copy_attention": 1})
 
 
 # ------------------------------------------------------------------------- the command
@@ -330,8 +446,10 @@ def test_generate_command_with_the_warm_started_generator(generator, tmp_path):
 # ---------------------------------------------------------------------------- the recipe
 
 
-def test_cpu_recipe_trains_and_exports_a_generator(backbone, pairs, tmp_path):
-  """gin/runs/train_xqg_me5_cpu.gin at tiny size: warm start, a few steps, export, generate."""
+@pytest.mark.parametrize("copy", [False, True])
+def test_cpu_recipe_trains_and_exports_a_generator(backbone, pairs, tmp_path, copy):
+  """gin/runs/train_xqg_me5_cpu.gin at tiny size: warm start, a few steps, export, generate
+  (with and without the copy head)."""
   model_dir = tmp_path / "run"
   init = tmp_path / "init"
   argv = [
@@ -342,11 +460,14 @@ def test_cpu_recipe_trains_and_exports_a_generator(backbone, pairs, tmp_path):
     "--gin.LEARNING_RATE=3e-3", "--gin.trainer.train.log_every=1",
     "--gin.trainer.train.eval_every=12", "--gin.trainer.train.eval_steps=1",
     "--gin.optimizers.learning_rate_schedule.warmup_steps=1",
-    "--gin.trainer.train.tensorboard=False",
+    "--gin.trainer.train.tensorboard=False", f"--gin.COPY_ATTENTION={copy}",
   ]  # fmt: skip
   assert cli.main(argv) == 0
   final = orbax_io.load_checkpoint(str(model_dir / "final"))
   assert final.model_kind == "bert2bert" and final.extra["language_tags"] is False
+  assert final.config.copy_attention is copy
+  if copy:  # the copy head trained (its gate moved off its initial value)
+    assert float(final.params["decoder"]["copy_attention"]["gate_bias"]) != 1.0
   assert final.extra[TOKENIZER_KEY]["kind"] == "hf"
   # The output vocabulary: the specials plus every piece of the training prompts/questions.
   tok = tokenizer_for(str(model_dir / "final"), final.extra, final.config)

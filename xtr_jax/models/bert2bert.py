@@ -20,6 +20,18 @@ end ids. The tokenizer-id <-> output-id mapping is part of the config, so it is 
 every checkpoint; ``to_output_ids`` / ``to_token_ids`` convert at the edges (training targets,
 detokenisation). An empty ``output_vocab`` means the whole encoder vocabulary, unmapped.
 
+Copying (``Bert2BertConfig.copy_attention``; See, Liu and Manning, ACL 2017). A question
+names what its passage is about, and a generator trained on a few thousand pairs rarely learns
+to reproduce a name or number through its vocabulary softmax alone (results/xqg_warmstart.md:
+0-0.5% of the questions copied one). With copying, one more attention head over the encoder's
+states gives a distribution over the source positions, summed onto the output ids of the
+source pieces, and a learned gate mixes it with the vocabulary distribution:
+``p(w) = g p_vocab(w) + (1 - g) sum_{j: src_j = w} a_j``, ``g = sigmoid(w_g [y; context])``.
+The decoder then returns *log-probabilities* (already normalised), which the loss and every
+decoding strategy treat as logits unchanged (``log_softmax`` of a log-distribution is itself).
+Source pieces outside the restricted output vocabulary cannot be copied (their attention
+weight is dropped).
+
 Decoding follows ``t5.py``'s cache conventions (``cache_index``, ``max_length_marker``,
 ``cached_key``/``cached_value``; cross-attention under ``encoder_decoder_attention``, filled
 once), so ``decoding.py`` drives both generators with the same search code.
@@ -69,6 +81,7 @@ class Bert2BertConfig(ConfigMethods):
   tie_word_embeddings: bool = True  # LM head = the decoder's word embeddings (+ a bias)
   start_token: int = 0
   end_token: int = 2
+  copy_attention: bool = False  # pointer-generator copying from the source (module docstring)
 
   def __post_init__(self):
     vocab = self.output_vocab
@@ -153,8 +166,9 @@ class Bert2BertConfig(ConfigMethods):
       v = d.get(name, 0)
       if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 24:
         raise ValueError(f"Bert2BertConfig field {name!r} must be an int in [0, 2**24), got {v!r}")
-    if not isinstance(d.get("tie_word_embeddings", True), bool):
-      raise ValueError("Bert2BertConfig field 'tie_word_embeddings' must be a bool")
+    for name in ("tie_word_embeddings", "copy_attention"):
+      if not isinstance(d.get(name, False), bool):
+        raise ValueError(f"Bert2BertConfig field {name!r} must be a bool")
     vocab = d.get("output_vocab", [])
     if not isinstance(vocab, list | tuple) or not all(
       isinstance(i, int) and not isinstance(i, bool) for i in vocab
@@ -319,6 +333,92 @@ class BertDecoderLayer(nn.Module):
     return norm(name="output_layer_norm")(x + drop(h, deterministic=deterministic))
 
 
+def source_output_ids(config: Bert2BertConfig, source_ids: Array) -> tuple[Array, Array]:
+  """Tokenizer ids [B, S] -> (output ids, whether the output vocabulary has the piece)."""
+  if not config.output_vocab:
+    return source_ids.astype(jnp.int32), jnp.ones(source_ids.shape, bool)
+  vocab = jnp.asarray(config.output_vocab, jnp.int32)
+  pos = jnp.clip(jnp.searchsorted(vocab, source_ids.astype(jnp.int32)), 0, len(vocab) - 1)
+  return pos.astype(jnp.int32), vocab[pos] == source_ids
+
+
+def _log_or_floor(p: Array) -> Array:
+  """log p, and a large negative finite value (with zero gradient) where p is 0."""
+  positive = p > 0
+  return jnp.where(positive, jnp.log(jnp.where(positive, p, 1.0)), NEG_INF)
+
+
+class CopyGenerator(nn.Module):
+  """The copy head: log p(w) of the gated mixture of the vocabulary and copy distributions.
+
+  At cache creation it stores the source's keys, states and output ids (shared by all beams
+  of one example); each step then needs only the decoder state.
+  """
+
+  config: Bert2BertConfig
+
+  @nn.compact
+  def __call__(
+    self,
+    y: Array,
+    logits: Array,
+    encoded: Array | None,
+    encoder_mask: Array,
+    source_ids: Array | None,
+    *,
+    decode: bool,
+  ) -> Array:
+    c, e = self.config, self.config.encoder
+    dense = functools.partial(Dense, dtype=jnp.float32, param_dtype=e.params_dtype)
+    if decode and self.has_variable("cache", "cached_key"):
+      key = self.get_variable("cache", "cached_key")
+      states = self.get_variable("cache", "cached_states")
+      out_ids = self.get_variable("cache", "source_output_ids")
+      copyable = self.get_variable("cache", "copyable")
+    else:
+      if source_ids is None:
+        raise ValueError("Bert2BertConfig.copy_attention needs the source ids (source_ids=)")
+      states = encoded.astype(jnp.float32)
+      key = dense(e.hidden_size, (EMBED, JOINED_KV), name="key")(states)
+      out_ids, copyable = source_output_ids(c, source_ids)
+      copyable = copyable & (encoder_mask > 0)
+      if decode:
+        for name, value in (
+          ("cached_key", key), ("cached_states", states),
+          ("source_output_ids", out_ids), ("copyable", copyable),
+        ):  # fmt: skip
+          self.put_variable("cache", name, value)
+    y = y.astype(jnp.float32)
+    query = dense(e.hidden_size, (EMBED, JOINED_KV), name="query")(y)
+    scores = jnp.einsum("btd,bsd->bts", query, key) / math.sqrt(e.hidden_size)
+    scores = jnp.where(copyable[:, None, :], scores, NEG_INF)
+    attn = jax.nn.softmax(scores, axis=-1) * copyable[:, None, :]  # none copyable: all zero
+    context = jnp.einsum("bts,bsd->btd", attn, states)
+    gate_w = self.param(
+      "gate_kernel",
+      nn.with_logical_partitioning(nn.initializers.zeros, (None,)),
+      (2 * e.hidden_size,),
+      e.params_dtype,
+    )
+    # Starts at sigmoid(1) = 0.73 on the vocabulary: the warm-started LM is not drowned out.
+    gate_b = self.param(
+      "gate_bias", nn.with_logical_partitioning(nn.initializers.ones, ()), (), e.params_dtype
+    )
+    gate = jnp.concatenate([y, context], axis=-1) @ gate_w.astype(jnp.float32) + gate_b
+    b, t = attn.shape[:2]
+    copy = jnp.zeros((b, t, c.vocab_size), jnp.float32)
+    copy = copy.at[
+      jnp.arange(b)[:, None, None], jnp.arange(t)[None, :, None], out_ids[:, None, :]
+    ].add(attn)
+    vocab_logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    gen = jax.nn.log_sigmoid(gate)[..., None] + vocab_logp
+    # No copyable piece: all the mass stays on the vocabulary distribution.
+    any_copy = jnp.any(copyable, axis=-1)[:, None, None]
+    copy_w = jnp.where(any_copy, jax.nn.log_sigmoid(-gate)[..., None], NEG_INF)
+    mixed = jnp.logaddexp(gen, copy_w + _log_or_floor(copy))
+    return jnp.where(any_copy, mixed, vocab_logp)
+
+
 class BertDecoder(nn.Module):
   """Output-id logits [B, T, vocab_size] from decoder input ids [B, T] and encoder states."""
 
@@ -334,6 +434,7 @@ class BertDecoder(nn.Module):
     *,
     deterministic: bool = True,
     decode: bool = False,
+    source_ids: Array | None = None,
   ) -> Array:
     c, e = self.config, self.config.encoder
     length = decoder_input_ids.shape[1]
@@ -382,8 +483,15 @@ class BertDecoder(nn.Module):
         (c.vocab_size,),
         e.params_dtype,
       )
-      return logits + bias
-    return Dense(c.vocab_size, (EMBED, VOCAB), e.compute_dtype, e.params_dtype, name="lm_head")(y)
+      logits = logits + bias
+    else:
+      head = Dense(c.vocab_size, (EMBED, VOCAB), e.compute_dtype, e.params_dtype, name="lm_head")
+      logits = head(y)
+    if not c.copy_attention:
+      return logits
+    return CopyGenerator(c, name="copy_attention")(
+      y, logits, encoded, encoder_mask, source_ids, decode=decode
+    )
 
 
 class Bert2Bert(nn.Module):
@@ -406,7 +514,10 @@ class Bert2Bert(nn.Module):
     decoder_mask: Array | None = None,
     deterministic: bool = True,
     decode: bool = False,
+    source_ids: Array | None = None,
   ) -> Array:
+    """``source_ids``: the encoder's input ids, which ``copy_attention`` copies from (at cache
+    creation when decoding; cached steps take them from the cache)."""
     return self.decoder(
       encoded,
       encoder_mask,
@@ -414,6 +525,7 @@ class Bert2Bert(nn.Module):
       decoder_mask,
       deterministic=deterministic,
       decode=decode,
+      source_ids=source_ids,
     )
 
   def __call__(
@@ -424,12 +536,17 @@ class Bert2Bert(nn.Module):
     decoder_mask: Array | None = None,
     deterministic: bool = True,
   ) -> Array:
-    """Teacher-forced output-id logits [B, T, vocab_size]."""
+    """Teacher-forced output-id logits [B, T, vocab_size] (log-probabilities with copying)."""
     if attention_mask is None:
       attention_mask = (input_ids != self.config.pad_token_id).astype(jnp.int32)
     encoded = self.encode(input_ids, attention_mask, deterministic=deterministic)
     return self.decode(
-      encoded, attention_mask, decoder_input_ids, decoder_mask, deterministic=deterministic
+      encoded,
+      attention_mask,
+      decoder_input_ids,
+      decoder_mask,
+      deterministic=deterministic,
+      source_ids=input_ids,
     )
 
 

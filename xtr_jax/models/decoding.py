@@ -34,6 +34,8 @@ STRATEGIES = ("greedy", "topk", "beam")
 
 # Cache leaves that are shared by the whole batch and must not be repeated or gathered.
 _SHARED_CACHE_LEAVES = ("cache_index", "max_length_marker")
+# Cache modules that hold only the source's side (the same for every beam of one example).
+_SOURCE_CACHE_MODULES = ("encoder_decoder_attention", "copy_attention")
 
 
 class DecodeOutput(NamedTuple):
@@ -65,15 +67,16 @@ def repeat_batch(tree: Any, n: int) -> Any:
 def gather_beams(tree: Any, beam_indices: Array, batch_size: int, beam_size: int) -> Any:
   """Reorders per-beam leaves [B*K, ...] by ``beam_indices`` [B, K'] -> [B*K', ...].
 
-  Cross-attention keys/values are identical across the beams of one example, so they are left
-  as they are (when K' == K) instead of being copied every step.
+  Cross-attention keys/values (and the copy head's source cache) are identical across the
+  beams of one example, so they are left as they are (when K' == K) instead of being copied
+  every step.
   """
   new_k = beam_indices.shape[1]
 
   def gather(path, x):
     if not _is_per_sequence(path, x):
       return x
-    if new_k == beam_size and "encoder_decoder_attention" in _path_names(path):
+    if new_k == beam_size and set(_SOURCE_CACHE_MODULES) & set(_path_names(path)):
       return x
     x = x.reshape((batch_size, beam_size) + x.shape[1:])
     x = jnp.take_along_axis(x, beam_indices.reshape(beam_indices.shape + (1,) * (x.ndim - 2)), 1)
@@ -275,7 +278,10 @@ def encode_to_cache(
   mask = (input_ids != config.pad_token_id).astype(jnp.int32)
   encoded = model.apply({"params": params}, input_ids, mask, method=type(model).encode)
   encoded, mask = repeat_batch((encoded, mask), rows)
-  return t5.init_cache(model, params, encoded, mask, max_length), mask
+  source = None
+  if getattr(config, "copy_attention", False):
+    source = jnp.repeat(input_ids, rows, axis=0)
+  return t5.init_cache(model, params, encoded, mask, max_length, source), mask
 
 
 @functools.partial(

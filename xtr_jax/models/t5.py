@@ -520,9 +520,14 @@ def init_cache(
   encoded: Array,
   encoder_mask: Array,
   max_decode_length: int,
+  source_ids: Array | None = None,
 ):
-  """Creates the decoding cache for a batch; cross-attention keys/values are filled here."""
+  """Creates the decoding cache for a batch; cross-attention keys/values are filled here.
+
+  ``source_ids``: the encoder's input ids, for a decoder that copies from them (bert2bert's
+  ``copy_attention``); T5's decoder takes none."""
   dummy = jnp.zeros((encoded.shape[0], max_decode_length), jnp.int32)
+  extra = {} if source_ids is None else {"source_ids": source_ids}
   _, variables = model.apply(
     {"params": params},
     encoded,
@@ -531,6 +536,7 @@ def init_cache(
     decode=True,
     method=type(model).decode,  # any encoder-decoder with this method (bert2bert)
     mutable=["cache"],
+    **extra,
   )
   return variables["cache"]
 

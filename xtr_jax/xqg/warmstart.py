@@ -104,8 +104,10 @@ def warm_start_config(
   passage_length: int = 128,
   query_length: int = 32,
   dropout: float | None = None,
+  copy_attention: bool = False,
 ) -> Bert2BertConfig:
-  """The generator config on ``backbone``'s architecture (``dropout`` overrides both rates)."""
+  """The generator config on ``backbone``'s architecture (``dropout`` overrides both rates;
+  ``copy_attention`` adds the pointer-generator copy head, models/bert2bert.py)."""
   meta = load_metadata(resolve_checkpoint(backbone))
   encoder = BertConfig.from_dict(meta["config"])
   if dropout is not None:
@@ -121,6 +123,7 @@ def warm_start_config(
     tie_word_embeddings=tie_word_embeddings,
     start_token=tok.bos_id,
     end_token=tok.eos_id,
+    copy_attention=copy_attention,
   )
 
 
