@@ -87,12 +87,9 @@ def borrow(dest: pathlib.Path, points: Sequence[Mapping[str, Any]], metrics: Seq
     if record is None or record["status"] != "ok":
       raise ValueError(f"{where}/results.jsonl: no ok record of {point['config']!r}")
     scores_path = source / SCORES_DIR / f"{point['config']}.json"
-    if not scores_path.is_file():
-      raise FileNotFoundError(f"{where}: {scores_path} missing (render that report first)")
-    doc = json.loads(scores_path.read_text(encoding="utf-8"))
-    missing = [m for m in metrics if m not in doc["per_query"]]
-    if missing:
-      raise ValueError(f"{scores_path}: no per-query scores for {missing}")
+    doc = _read_scores(
+      scores_path, metrics, f"{where}: {scores_path} missing (render that report first)"
+    )
     _same_queries(dest, doc["lang"], scores_path)
     kept = {"lang": doc["lang"], "per_query": {m: doc["per_query"][m] for m in metrics}}
     xio.atomic_write_text(str(dest / SCORES_DIR / f"{point['name']}.json"), json.dumps(kept))
@@ -101,6 +98,17 @@ def borrow(dest: pathlib.Path, points: Sequence[Mapping[str, Any]], metrics: Seq
       dest / "results.jsonl",
       {**record, "config": point["name"], "labels": dict(point["labels"]), "borrowed_from": origin},
     )
+
+
+def _read_scores(path: pathlib.Path, metrics: Sequence[str], missing_file: str) -> dict:
+  """A report folder's scores/<config>.json, which must hold every metric of ``metrics``."""
+  if not path.is_file():
+    raise FileNotFoundError(missing_file)
+  doc = json.loads(path.read_text(encoding="utf-8"))
+  missing = [m for m in metrics if m not in doc["per_query"]]
+  if missing:
+    raise ValueError(f"{path}: no per-query scores for {missing}")
+  return doc
 
 
 def _same_queries(dest: pathlib.Path, lang: Mapping[str, str], source: pathlib.Path) -> None:
@@ -397,12 +405,7 @@ def carried(
         f"(xtr-jax sweep --only {name}) or remove its record"
       )
     path = dest / SCORES_DIR / f"{name}.json"
-    if not path.is_file():
-      raise FileNotFoundError(f"{where} has no per-query scores ({path} missing)")
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    missing = [m for m in metrics if m not in doc["per_query"]]
-    if missing:
-      raise ValueError(f"{path}: no per-query scores for {missing}")
+    doc = _read_scores(path, metrics, f"{where} has no per-query scores ({path} missing)")
     kept.append(({**record, "carried": True}, doc))
   return kept
 
