@@ -131,9 +131,8 @@ def matmul_rate(m: int, k: int, n: int, repeats: int = 10) -> dict[str, float]:
   return {"xla": work / xla_s, "torch": work / torch_s}
 
 
-def run(shape: str, strategy: str, args) -> dict:
-  import torch  # noqa: PLC0415
-
+def _setup(shape: str, args):
+  """(config, params, input ids, vocabulary size, EOS id) of a benchmark shape."""
   config = SHAPES[shape]()
   b2b = isinstance(config, Bert2BertConfig)
   if b2b:
@@ -147,6 +146,26 @@ def run(shape: str, strategy: str, args) -> dict:
   rng = np.random.default_rng(0)
   ids = rng.integers(4, vocab, (args.batch_size, args.input_length)).astype(np.int32)
   ids[:, -1] = 2 if b2b else 1
+  return config, params, ids, vocab, eos
+
+
+def count(shape: str, strategy: str, args) -> str:
+  """``--count_only``: XLA's FLOPs of one call (encoder + cache, ``decode_length`` steps)."""
+  config, params, ids, _, _ = _setup(shape, args)
+  rows = args.beam_size if strategy == "beam" else 1
+  _, encode_flops, step_flops = _encode_and_step(params, ids, config, rows, args.decode_length)
+  call = encode_flops + args.decode_length * step_flops
+  return (
+    f"| {shape} | {strategy} | {rows} | {encode_flops / 1e9:.1f} | {step_flops / 1e9:.2f} | "
+    f"{call / 1e9:.1f} |"
+  )
+
+
+def run(shape: str, strategy: str, args) -> dict:
+  import torch  # noqa: PLC0415
+
+  config, params, ids, vocab, eos = _setup(shape, args)
+  b2b = isinstance(config, Bert2BertConfig)
   kw = dict(config=config, strategy=strategy, max_decode_length=args.decode_length)
   if strategy == "beam":
     kw.update(beam_size=args.beam_size, num_return=1, alpha=0.0)
@@ -229,7 +248,19 @@ def main() -> None:
   parser.add_argument("--beam_size", type=int, default=4)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--torch_threads", type=int, default=2)
+  parser.add_argument(
+    "--count_only",
+    action="store_true",
+    help="Only print XLA's FLOP count of one call per shape and strategy (no timing, no HF).",
+  )
   args = parser.parse_args()
+  if args.count_only:
+    print("| shape | strategy | rows per input | encoder + cache GFLOP | step GFLOP | call GFLOP |")
+    print("|---|---|---:|---:|---:|---:|")
+    for shape in args.shapes.split(","):
+      for strategy in args.strategies.split(","):
+        print(count(shape, strategy, args), flush=True)
+    return
   import torch  # noqa: PLC0415
 
   torch.set_num_threads(args.torch_threads)
